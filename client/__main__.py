@@ -1,0 +1,196 @@
+"""`handshake-lab client get URL`: requests with a timing breakdown, like `curl -w`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import TYPE_CHECKING
+
+from client.client import HTTPClient, RequestError
+from telemetry.setup import Telemetry, add_telemetry_arguments
+
+if TYPE_CHECKING:
+    import argparse
+
+    from client.http_conn import Headers
+    from client.pool import Response
+
+
+def add_get_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("url", help="an http:// URL, e.g. http://127.0.0.1:8080/")
+    version = parser.add_mutually_exclusive_group()
+    version.add_argument(
+        "--http1.0",
+        dest="http_version",
+        action="store_const",
+        const="1.0",
+        help="HTTP/1.0: a new TCP connection for every request",
+    )
+    version.add_argument(
+        "--http1.1",
+        dest="http_version",
+        action="store_const",
+        const="1.1",
+        help="HTTP/1.1 keep-alive: one connection, reused (the default)",
+    )
+    parser.set_defaults(http_version="1.1")
+    parser.add_argument(
+        "--count",
+        "-n",
+        type=int,
+        default=1,
+        metavar="N",
+        help="send the request N times, one after another (default: 1)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait S seconds between requests, e.g. to outlast the server's "
+        "keep-alive timeout (default: 0)",
+    )
+    parser.add_argument(
+        "-X",
+        "--request",
+        dest="method",
+        default=None,
+        metavar="METHOD",
+        help="the method (default: GET, or POST with -d)",
+    )
+    parser.add_argument("-d", "--data", default=None, help="request body (sets POST unless -X)")
+    parser.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="add a request header; repeatable",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON object per request instead of text"
+    )
+    parser.add_argument("--body", action="store_true", help="print each response body too")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="give up on connecting or on a response after S seconds (default: 30)",
+    )
+    add_telemetry_arguments(parser, metrics_port=0)
+    parser.set_defaults(log_format="off")
+
+
+def parse_headers(raw: list[str]) -> Headers:
+    headers: Headers = []
+    for item in raw:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"header must look like 'Name: value', got {item!r}")
+        headers.append((name.strip().encode(), value.strip().encode()))
+    return headers
+
+
+def response_record(response: Response) -> dict[str, object]:
+    t = response.timings
+    return {
+        "index": response.index,
+        "conn_id": response.conn_id,
+        "connection": "reused" if response.reused else "new",
+        "retried": response.retried,
+        "status": response.status,
+        "http_version": response.http_version,
+        "lookup_s": round(t.lookup_s, 6),
+        "connect_s": round(t.connect_s, 6),
+        "first_byte_s": round(t.first_byte_s, 6),
+        "transfer_s": round(t.transfer_s, 6),
+        "total_s": round(t.total_s, 6),
+        "bytes": len(response.body),
+        "local": response.local,
+        "remote": response.remote,
+    }
+
+
+def format_response(
+    number: int, method: str, target: str, http_version: str, response: Response
+) -> str:
+    t = response.timings
+    how = "reused" if response.reused else "new"
+    retried = " (retried: the idle connection had been closed)" if response.retried else ""
+    ms = 1000.0
+    return (
+        f"#{number} {method} {target} HTTP/{http_version} -> HTTP/{response.http_version} "
+        f"{response.status} {response.reason}  connection #{response.conn_id} {how}{retried}  "
+        f"{response.local} -> {response.remote}\n"
+        f"   lookup {t.lookup_s * ms:.3f} ms  connect {t.connect_s * ms:.3f} ms  "
+        f"first byte {t.first_byte_s * ms:.3f} ms  transfer {t.transfer_s * ms:.3f} ms  "
+        f"total {t.total_s * ms:.3f} ms  {len(response.body)} B"
+    )
+
+
+async def run_get_async(args: argparse.Namespace, telemetry: Telemetry) -> int:
+    method = (args.method or ("POST" if args.data is not None else "GET")).upper()
+    body = args.data.encode() if args.data is not None else b""
+    headers = parse_headers(args.header)
+    responses = 0
+    async with HTTPClient(
+        telemetry.bus, http_version=args.http_version, timeout_s=args.timeout
+    ) as client:
+        for number in range(1, args.count + 1):
+            if number > 1 and args.interval:
+                await asyncio.sleep(args.interval)
+            try:
+                response = await client.request(method, args.url, headers, body)
+            except RequestError as error:
+                print(
+                    f"handshake-lab client: request #{number} failed ({error.kind}): {error}",
+                    file=sys.stderr,
+                )
+                return 1
+            responses += 1
+            if args.json:
+                print(json.dumps(response_record(response)), flush=True)
+            else:
+                target = args.url.split("/", 3)[3] if args.url.count("/") >= 3 else ""
+                print(
+                    format_response(number, method, "/" + target, args.http_version, response),
+                    flush=True,
+                )
+            if args.body:
+                sys.stdout.buffer.write(response.body)
+                sys.stdout.flush()
+    if not args.json:
+        opened = client.connections_opened
+        print(
+            f"=> {responses} request(s) over {opened} TCP connection(s): "
+            f"{opened} three-way handshake(s)"
+            + (
+                " (HTTP/1.0: one connection per request)"
+                if args.http_version == "1.0"
+                else " (HTTP/1.1 keep-alive: the connection was reused)"
+                if opened < responses
+                else ""
+            )
+        )
+    return 0
+
+
+def run_get(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        print("handshake-lab client: --count must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        parse_headers(args.header)
+        telemetry = Telemetry.from_args(args)
+    except (ValueError, OSError) as exc:
+        print(f"handshake-lab client: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run_get_async(args, telemetry))
+    except ValueError as exc:  # a URL we cannot use
+        print(f"handshake-lab client: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        telemetry.close()

@@ -1,0 +1,61 @@
+"""`handshake-lab`: one command, a subcommand per part of the lab."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from client.__main__ import add_get_arguments, run_get
+from handshake_lab import __version__
+from handshake_lab.demo import add_demo_arguments, run_demo
+from server.__main__ import add_arguments as add_server_arguments
+from server.__main__ import run as run_server
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="handshake-lab",
+        description="Watch connections happen: TCP handshakes, HTTP/1.0 vs keep-alive, "
+        "with every event as a log line and a Prometheus metric.",
+    )
+    parser.add_argument("--version", action="version", version=f"handshake-lab {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    demo = commands.add_parser(
+        "demo",
+        help="a guided run: HTTP/1.0 against keep-alive, explained",
+        description="Start a server on loopback, make HTTP/1.0 and "
+        "keep-alive requests, and show what happened on each connection.",
+    )
+    add_demo_arguments(demo)
+    demo.set_defaults(func=run_demo)
+
+    server = commands.add_parser(
+        "server",
+        help="run the HTTP server",
+        description="The lab's asyncio HTTP/1.0 + HTTP/1.1 server.",
+    )
+    add_server_arguments(server)
+    server.set_defaults(func=run_server)
+
+    client = commands.add_parser("client", help="HTTP requests with a timing breakdown")
+    client_commands = client.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
+    get = client_commands.add_parser(
+        "get",
+        help="request a URL, N times, and time each request like curl -w",
+        description="Request a URL and print, per request, where the time went (name lookup, "
+        "TCP connect, first byte, transfer) and whether the connection was new or reused.",
+    )
+    add_get_arguments(get)
+    get.set_defaults(func=run_get)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The one stream interface all HTTP (and later WebSocket) code sees, and its TCP form.
+
+Server and client both import this module: a byte stream with half-close. Later
+transports (toy TLS, real TLS) implement the same `Stream` protocol, so the HTTP code
+runs over them unchanged. OS-level failures become `TransportError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
+
+from telemetry.events import format_address
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+READ_SIZE: Final = 65536
+
+
+class TransportError(Exception):
+    """The connection failed below HTTP. `kind` is a bounded label: reset, timeout, ..."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class Stream(Protocol):
+    """A byte stream with half-close, as HTTP needs it."""
+
+    transport_name: str
+    local_address: str | None
+    remote_address: str | None
+    bytes_received: int
+    bytes_sent: int
+
+    async def receive_some(self, max_bytes: int = READ_SIZE) -> bytes:
+        """Up to `max_bytes`; b"" once the peer has sent FIN."""
+        ...
+
+    async def send_all(self, data: bytes) -> None: ...
+
+    async def send_eof(self) -> None:
+        """Half-close: send FIN, keep reading."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+    def abort(self) -> None:
+        """Drop the connection at once (RST when data is unread)."""
+        ...
+
+
+_KINDS: Final = {
+    errno.ECONNRESET: "reset",
+    errno.EPIPE: "broken_pipe",
+    errno.ECONNREFUSED: "refused",
+    errno.ETIMEDOUT: "timeout",
+    errno.EHOSTUNREACH: "unreachable",
+    errno.ENETUNREACH: "unreachable",
+}
+
+
+@contextlib.contextmanager
+def map_transport_errors() -> Iterator[None]:
+    """Turn what the OS and asyncio raise into one `TransportError`."""
+    try:
+        yield
+    except TransportError:
+        raise
+    except TimeoutError as exc:
+        raise TransportError("timeout", "timed out") from exc
+    except socket.gaierror as exc:
+        raise TransportError("name_lookup", f"name lookup failed: {exc.strerror}") from exc
+    except asyncio.IncompleteReadError as exc:
+        raise TransportError("eof", "connection closed mid-read") from exc
+    except OSError as exc:
+        kind = _KINDS.get(exc.errno or 0, "os_error")
+        raise TransportError(kind, exc.strerror or str(exc)) from exc
+
+
+class TCPStream:
+    """`Stream` over an asyncio TCP connection."""
+
+    transport_name = "tcp"
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.local_address = format_address(writer.get_extra_info("sockname"))
+        self.remote_address = format_address(writer.get_extra_info("peername"))
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+    async def receive_some(self, max_bytes: int = READ_SIZE) -> bytes:
+        with map_transport_errors():
+            data = await self._reader.read(max_bytes)
+        self.bytes_received += len(data)
+        return data
+
+    async def send_all(self, data: bytes) -> None:
+        with map_transport_errors():
+            if self._writer.is_closing():
+                raise TransportError("closed", "write on a closed connection")
+            self._writer.write(data)
+            self.bytes_sent += len(data)
+            await self._writer.drain()
+
+    async def send_eof(self) -> None:
+        with map_transport_errors():
+            if self._writer.can_write_eof() and not self._writer.is_closing():
+                self._writer.write_eof()
+                await self._writer.drain()
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        # The peer may already be gone; closing is best effort by nature.
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            await self._writer.wait_closed()
+
+    def abort(self) -> None:
+        transport = self._writer.transport
+        transport.abort()
+
+
+def _literal_address(host: str, port: int) -> list[tuple[int, int, int, str, tuple[str, int]]]:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return [(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+    return []
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectTimings:
+    lookup_s: float
+    connect_s: float
+    address: str
+
+
+async def open_tcp_stream(
+    host: str, port: int, *, timeout_s: float = 10.0
+) -> tuple[TCPStream, ConnectTimings]:
+    """Look the name up, then connect, timing both steps apart (as `curl -w` does).
+
+    Raises:
+        TransportError: the lookup or the connect failed or timed out.
+    """
+    loop = asyncio.get_running_loop()
+    started = time.perf_counter()
+    with map_transport_errors():
+        async with asyncio.timeout(timeout_s):
+            # An address literal needs no lookup (curl reports 0 for it too).
+            infos = _literal_address(host, port) or await loop.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+            looked_up = time.perf_counter()
+            last_error: OSError | None = None
+            for family, _type, proto, _name, sockaddr in infos:
+                address, address_port = str(sockaddr[0]), int(sockaddr[1])
+                try:
+                    reader, writer = await asyncio.open_connection(
+                        address, address_port, family=family, proto=proto
+                    )
+                except OSError as exc:
+                    last_error = exc
+                    continue
+                connected = time.perf_counter()
+                timings = ConnectTimings(
+                    looked_up - started, connected - looked_up, format_address(sockaddr) or ""
+                )
+                return TCPStream(reader, writer), timings
+            raise last_error or OSError(errno.EHOSTUNREACH, "no address to connect to")
+    raise AssertionError("unreachable")  # pragma: no cover (mypy: the with always returns)

@@ -1,0 +1,156 @@
+"""`handshake-lab server`: the command line of the server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from server.config import HTTPLimits, ServerConfig
+from server.lifecycle import Server, serve_until_signalled
+from telemetry.setup import Telemetry, add_telemetry_arguments
+
+DEFAULTS = ServerConfig()
+LIMITS = HTTPLimits()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--host",
+        default=DEFAULTS.host,
+        help="address to listen on (default: %(default)s; "
+        "0.0.0.0 exposes the lab to your whole network)",
+    )
+    parser.add_argument(
+        "--port", type=int, default=DEFAULTS.port, help="TCP port (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--backlog",
+        type=int,
+        default=DEFAULTS.backlog,
+        help="listen() backlog: the accept queue's length (default: %(default)s)",
+    )
+    limits = parser.add_argument_group("HTTP limits and timeouts")
+    limits.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=LIMITS.keep_alive_timeout_s,
+        metavar="S",
+        help="close an idle keep-alive connection after S seconds (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-requests-per-connection",
+        type=int,
+        default=LIMITS.max_requests_per_connection,
+        metavar="N",
+        help="close a connection after N requests; the server is then the active "
+        "closer (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=LIMITS.header_timeout_s,
+        metavar="S",
+        help="a request head must be complete within S seconds, else 408 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=LIMITS.body_timeout_s,
+        metavar="S",
+        help="a request body must be complete S seconds after its head, else 408 "
+        "(default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-header-bytes",
+        type=int,
+        default=LIMITS.max_header_bytes,
+        metavar="N",
+        help="request head size limit, else 431 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-header-count",
+        type=int,
+        default=LIMITS.max_header_count,
+        metavar="N",
+        help="header field count limit, else 431 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=LIMITS.max_body_bytes,
+        metavar="N",
+        help="request body size limit, else 413 (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=DEFAULTS.shutdown_timeout_s,
+        metavar="S",
+        help="on SIGINT/SIGTERM, wait at most S seconds for requests in "
+        "flight (default: %(default)s)",
+    )
+    add_telemetry_arguments(parser, metrics_port=9464)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    limits = HTTPLimits(
+        max_header_bytes=args.max_header_bytes,
+        max_header_count=args.max_header_count,
+        max_body_bytes=args.max_body_bytes,
+        header_timeout_s=args.header_timeout,
+        body_timeout_s=args.body_timeout,
+        keep_alive_timeout_s=args.keep_alive_timeout,
+        max_requests_per_connection=args.max_requests_per_connection,
+    )
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        backlog=args.backlog,
+        limits=limits,
+        shutdown_timeout_s=args.shutdown_timeout,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    try:
+        telemetry = Telemetry.from_args(args)
+    except OSError as exc:
+        print(
+            f"handshake-lab server: cannot serve metrics on {args.metrics_host}:"
+            f"{args.metrics_port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    server = Server(config, telemetry.bus)
+    print(
+        f"handshake-lab server on {server.url.replace(str(config.port), str(config.port))}"
+        + (
+            f", metrics on http://{args.metrics_host}:{args.metrics_port}/metrics"
+            if args.metrics_port
+            else ""
+        ),
+        file=sys.stderr,
+    )
+    try:
+        asyncio.run(serve_until_signalled(server))
+    except OSError as exc:
+        print(
+            f"handshake-lab server: cannot listen on {config.host}:{config.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        telemetry.close()
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="handshake-lab server")
+    add_arguments(parser)
+    return run(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

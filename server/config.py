@@ -1,0 +1,39 @@
+"""Server settings: one frozen dataclass, filled from the command line or by the API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPLimits:
+    """What one connection may ask of the server, and how long it may take.
+
+    A connection that sends nothing is closed `header_timeout_s` after accept; one that
+    dribbles its headers gets 408 when the head is not complete by then (counted from
+    accept for the first request and from the first byte for later ones); one that
+    dribbles its body gets 408 `body_timeout_s` after the head.
+    """
+
+    max_header_bytes: int = 16 * 1024
+    max_header_count: int = 100
+    max_body_bytes: int = 1024 * 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    keep_alive_timeout_s: float = 5.0
+    max_requests_per_connection: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    backlog: int = 511
+    limits: HTTPLimits = field(default_factory=HTTPLimits)
+    # After we send FIN, how long we keep reading for the peer's FIN before closing.
+    linger_timeout_s: float = 2.0
+    # A peer that stops reading our response is dropped after this long.
+    send_timeout_s: float = 30.0
+    shutdown_timeout_s: float = 10.0
+    max_delay_ms: int = 10_000
+    max_bytes: int = 16 * 1024 * 1024

@@ -1,0 +1,251 @@
+"""The asyncio edge of one server connection: move bytes, arm timers, emit events.
+
+Every decision is the core's (`ServerHTTPConnection`); this loop reads, feeds, drains
+events, answers through the `App`, writes, and closes in the order TCP teaches: the side
+that closes first sends FIN, keeps reading until the peer's FIN (so unread data never
+turns our close into a RST), and ends in TIME_WAIT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING
+
+from handshake_lab.errors import RemoteProtocolError
+from handshake_lab.transport import TransportError
+from server.app import Request
+from server.http_conn import (
+    BodyReceived,
+    NeedData,
+    PeerClosed,
+    Phase,
+    RequestCompleted,
+    RequestReceived,
+    ServerHTTPConnection,
+)
+from telemetry.events import Level, Name
+
+if TYPE_CHECKING:
+    from handshake_lab.transport import Stream
+    from server.app import App
+    from server.config import ServerConfig
+    from telemetry.bus import Tracer
+
+# Bytes we are willing to read and throw away while waiting for the peer's FIN.
+LINGER_DISCARD_LIMIT = 1024 * 1024
+
+
+class ConnectionHandler:
+    def __init__(self, stream: Stream, app: App, config: ServerConfig, tracer: Tracer) -> None:
+        self.stream = stream
+        self.app = app
+        self.config = config
+        self.tracer = tracer
+        self.loop = asyncio.get_running_loop()
+        self.core = ServerHTTPConnection(config.limits, self.loop.time())
+        self._timeout: asyncio.Timeout | None = None
+        self.peer_eof = False
+        self.fin_sent = False
+        self.closed_by: str | None = None  # "server" or "client": who sent FIN first
+        self.protocol = "none"
+
+    def begin_drain(self) -> None:
+        """Shutdown asks us to finish: idle connections close now, busy ones after answering."""
+        self.core.begin_drain(self.loop.time())
+        timer = self.core.get_timer()
+        if self._timeout is not None and timer is not None:
+            self._timeout.reschedule(timer.deadline)
+
+    async def run(self) -> None:
+        opened = time.perf_counter()
+        self.tracer.emit(Name.CONNECTION_ACCEPTED, transport=self.stream.transport_name)
+        try:
+            await self._serve()
+        except RemoteProtocolError as error:
+            await self._reject(error)
+        except TransportError as error:
+            self.tracer.emit(
+                Name.CONNECTION_FAILED, Level.WARNING, kind=error.kind, reason=str(error)
+            )
+            self.closed_by = self.closed_by or "client"
+            self.stream.abort()
+        except asyncio.CancelledError:
+            # Shutdown ran out of time for this connection.
+            self.closed_by = self.closed_by or "server"
+            self.core.close_reason = "shutdown_timeout"
+            self.stream.abort()
+            raise
+        finally:
+            await self._close(opened)
+
+    async def _serve(self) -> None:
+        core = self.core
+        request: RequestReceived | None = None
+        body: list[bytes] = []
+        started = 0.0
+        while True:
+            event = core.next_event(self.loop.time())
+            if type(event) is NeedData:
+                if continue_bytes := core.data_to_send():
+                    await self._send(continue_bytes)
+                    self.tracer.emit(Name.CONTINUE_SENT)
+                data = await self._receive()
+                if data is None:  # the core's deadline passed
+                    core.handle_timeout(self.loop.time())  # raises 408 if a request was cut short
+                    return
+                if not data:
+                    self.peer_eof = True
+                    self.tracer.emit(Name.EOF_RECEIVED, phase=core.phase.value)
+                core.receive_data(data, self.loop.time())
+            elif type(event) is RequestReceived:
+                started = time.perf_counter()
+                request = event
+                body = []
+                self.protocol = f"http/{event.http_version}"
+                self.tracer.emit(
+                    Name.REQUEST_RECEIVED,
+                    method=event.method,
+                    target=event.target,
+                    http_version=event.http_version,
+                    index=event.index,
+                    head_bytes=event.head_bytes,
+                )
+            elif type(event) is BodyReceived:
+                body.append(event.data)
+            elif type(event) is RequestCompleted:
+                assert request is not None
+                await self._respond(request, b"".join(body), started)
+                if core.phase is Phase.CLOSED:
+                    return
+            else:
+                assert type(event) is PeerClosed
+                return
+
+    async def _receive(self) -> bytes | None:
+        """Read, or None when the core's timer fires first."""
+        timer = self.core.get_timer()
+        if timer is None:
+            return await self.stream.receive_some()
+        try:
+            async with asyncio.timeout_at(timer.deadline) as self._timeout:
+                return await self.stream.receive_some()
+        except TimeoutError:
+            return None
+        finally:
+            self._timeout = None
+
+    async def _send(self, data: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.config.send_timeout_s):
+                await self.stream.send_all(data)
+        except TimeoutError:
+            raise TransportError("send_timeout", "peer stopped reading our response") from None
+
+    async def _respond(self, event: RequestReceived, body: bytes, started: float) -> None:
+        request = Request(event.method, event.target, event.http_version, event.headers, body)
+        response = self.app.handle(request)
+        if response.delay_s > 0:
+            await asyncio.sleep(response.delay_s)
+        headers = [(b"date", _http_date()), *(response.headers or [])]
+        out = self.core.send_response(self.loop.time(), response.status, headers, response.body)
+        await self._send(out)
+        self.tracer.emit(
+            Name.RESPONSE_SENT,
+            method=event.method,
+            status=response.status,
+            http_version=event.http_version,
+            index=event.index,
+            bytes=len(response.body),
+            duration_s=time.perf_counter() - started,
+            keep_alive=self.core.phase is not Phase.CLOSED,
+        )
+
+    async def _reject(self, error: RemoteProtocolError) -> None:
+        request = self.core.current_request
+        self.tracer.emit(
+            Name.REQUEST_REJECTED,
+            Level.WARNING,
+            status=error.status_hint,
+            kind=error.kind,
+            reason=str(error),
+        )
+        out = self.core.error_response(error)
+        started = time.perf_counter()
+        try:
+            await self._send(out)
+        except TransportError as exc:
+            self.tracer.emit(Name.CONNECTION_FAILED, Level.WARNING, kind=exc.kind, reason=str(exc))
+            self.stream.abort()
+            return
+        self.tracer.emit(
+            Name.RESPONSE_SENT,
+            method=request.method if request else "",
+            status=error.status_hint,
+            http_version=request.http_version if request else "unknown",
+            index=request.index if request else 0,
+            bytes=len(out),
+            duration_s=time.perf_counter() - started,
+            keep_alive=False,
+        )
+
+    async def _close(self, opened: float) -> None:
+        """Close in TCP's order and say who closed first; never raises."""
+        reason = self.core.close_reason or "closed"
+        if self.closed_by is None:
+            self.closed_by = "client" if self.peer_eof else "server"
+        try:
+            if not self.fin_sent:
+                await self.stream.send_eof()
+                self.fin_sent = True
+                self.tracer.emit(
+                    Name.FIN_SENT, reason=reason, active_closer=self.closed_by == "server"
+                )
+            if not self.peer_eof:
+                await self._linger()
+        except (TransportError, TimeoutError):
+            self.stream.abort()
+        except asyncio.CancelledError:
+            self.stream.abort()
+            raise
+        finally:
+            await self.stream.aclose()
+            self.tracer.emit(
+                Name.CONNECTION_CLOSED,
+                transport=self.stream.transport_name,
+                protocol=self.protocol,
+                closed_by=self.closed_by,
+                reason=reason,
+                requests=self.core.requests,
+                lifetime_s=time.perf_counter() - opened,
+                bytes_received=self.stream.bytes_received,
+                bytes_sent=self.stream.bytes_sent,
+            )
+
+    async def _linger(self) -> None:
+        """After our FIN, read until the peer's FIN (or give up), discarding what comes."""
+        discarded = 0
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.linger_timeout_s):
+                while discarded <= LINGER_DISCARD_LIMIT:
+                    data = await self.stream.receive_some()
+                    if not data:
+                        self.peer_eof = True
+                        self.tracer.emit(Name.EOF_RECEIVED, phase="closing")
+                        return
+                    discarded += len(data)
+        self.stream.abort()  # the peer never closed: drop it (RST) rather than wait on
+
+
+_date_cache: tuple[int, bytes] = (0, b"")
+
+
+def _http_date() -> bytes:
+    """RFC 9110 §6.6.1 Date, formatted once a second: it is costly on the hot path."""
+    global _date_cache
+    second = int(time.time())
+    if _date_cache[0] != second:
+        _date_cache = (second, formatdate(second, usegmt=True).encode())
+    return _date_cache[1]

@@ -1,0 +1,390 @@
+"""Server-side HTTP/1.0 and HTTP/1.1 for one connection: our policy on top of h11.
+
+Theory of operation
+-------------------
+h11 parses and frames; this class adds what a server facing strangers needs and h11
+leaves to its user. It is sans-I/O: the adapter feeds bytes with `receive_data()`, pulls
+events with `next_event()`, writes what `send_response()` and `data_to_send()` return,
+and sleeps until `get_timer()`; time is passed in, never read.
+
+Our rules over h11's:
+- Request smuggling shapes are refused: Transfer-Encoding together with Content-Length
+  (RFC 9112 §6.1 lets a server reject it, and h11 would let chunked win), and
+  Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1: a 1.0 recipient cannot frame it).
+- Limits on the whole head (bytes and header count) hold however the bytes arrive; h11
+  checks its buffer only while the head is incomplete.
+- HTTP/x.y with x != 1 gets 505 (RFC 9110 §15.6.6); h11 accepts any digit pair.
+- Deadlines: a silent connection is closed, a dribbled head or body gets 408.
+- HTTP/1.0 keep-alive, which h11 does not do: when a 1.0 request asks for it, the answer
+  says `Connection: keep-alive` and a fresh h11 connection takes over the bytes left.
+- A cap on requests per connection, after which we close (and are the active closer).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Final
+
+import h11
+
+from handshake_lab.errors import LocalProtocolError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from server.config import HTTPLimits
+
+Headers = list[tuple[bytes, bytes]]
+
+SERVER_NAME: Final = b"handshake-lab"
+REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+class Phase(enum.Enum):
+    """Where the connection is in its current request/response cycle."""
+
+    EXPECT_REQUEST = "expect_request"  # no byte of the next request yet
+    EXPECT_HEAD = "expect_head"  # some bytes of a head, not all
+    EXPECT_BODY = "expect_body"  # head done, body coming
+    RESPONDING = "responding"  # request complete, the application answers
+    CLOSED = "closed"  # response sent with close, or peer gone
+
+
+@dataclass(frozen=True, slots=True)
+class RequestReceived:
+    method: str
+    target: str
+    http_version: str
+    headers: Headers
+    index: int  # 1 for the first request on this connection
+    head_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BodyReceived:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCompleted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class NeedData:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class PeerClosed:
+    """The peer sent FIN with no request in progress: it closed first."""
+
+
+ServerEvent = RequestReceived | BodyReceived | RequestCompleted | NeedData | PeerClosed
+NEED_DATA: Final = NeedData()
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    deadline: float
+    phase: Phase
+
+
+class ServerHTTPConnection:
+    """One server-side connection's HTTP state.
+
+    Args:
+        limits: the limits and timeouts to apply.
+        now: the time of accept, on the same clock as every later `now`.
+    """
+
+    def __init__(self, limits: HTTPLimits, now: float) -> None:
+        self.limits = limits
+        self._h11 = self._new_h11()
+        self.phase = Phase.EXPECT_REQUEST
+        self._deadline: float | None = now + limits.header_timeout_s
+        self.requests = 0
+        self.draining = False  # set by shutdown: answer what is in flight, then close
+        self.close_reason: str | None = None
+        self._request: RequestReceived | None = None
+        self._body_bytes = 0
+        self._keep_alive_10 = False
+        self._outgoing = bytearray()
+        self._peer_eof = False
+
+    def _new_h11(self) -> h11.Connection:
+        # h11's own limit bounds memory while a head is incomplete; ours covers the rest.
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_header_bytes)
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes read from the peer; b"" means the peer sent FIN."""
+        if data and self.phase is Phase.EXPECT_REQUEST:
+            self.phase = Phase.EXPECT_HEAD
+            if self.requests > 0:  # the first request's clock started at accept
+                self._deadline = now + self.limits.header_timeout_s
+        self._peer_eof = self._peer_eof or not data
+        try:
+            self._h11.receive_data(data)
+        except h11.RemoteProtocolError as exc:  # data after EOF
+            raise RemoteProtocolError(str(exc)) from exc
+
+    def next_event(self, now: float) -> ServerEvent:
+        """The next thing the peer said.
+
+        Raises:
+            RemoteProtocolError: the request breaks HTTP or one of our limits; its
+                `status_hint` is the answer (`error_response()` builds it).
+        """
+        try:
+            event = self._h11.next_event()
+        except h11.RemoteProtocolError as exc:
+            status = exc.error_status_hint
+            kind = "header_too_large" if status == 431 else "bad_request"
+            if self._peer_eof and self.phase is not Phase.EXPECT_REQUEST:
+                kind = "incomplete_request"  # the client left mid-request; nobody to answer
+            raise RemoteProtocolError(str(exc), status_hint=status, kind=kind) from exc
+        match event:
+            case h11.Request():
+                return self._on_request(event, now)
+            case h11.Data():
+                self._body_bytes += len(event.data)
+                if self._body_bytes > self.limits.max_body_bytes:
+                    raise RemoteProtocolError(
+                        "request body larger than the limit", status_hint=413, kind="body_too_large"
+                    )
+                return BodyReceived(bytes(event.data))
+            case h11.EndOfMessage():
+                self.phase = Phase.RESPONDING
+                self._deadline = None
+                return RequestCompleted()
+            case h11.ConnectionClosed():
+                return self._on_peer_closed()
+            case h11.NEED_DATA:
+                if self._h11.they_are_waiting_for_100_continue and not self._outgoing:
+                    # RFC 9110 §10.1.1: the client holds its body until we say so.
+                    self._outgoing += self._h11.send(h11.InformationalResponse(status_code=100, headers=[]))
+                return NEED_DATA
+            case _:  # PAUSED: only if called while a response is owed; the adapter never does
+                raise LocalProtocolError(f"next_event() in phase {self.phase.value}: {event!r}")
+
+    def _on_request(self, event: h11.Request, now: float) -> RequestReceived:
+        version = event.http_version.decode("ascii")
+        method = event.method.decode("ascii", "replace")
+        target = event.target.decode("ascii", "replace")
+        head_bytes = (
+            len(event.method)
+            + len(event.target)
+            + 12
+            + sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
+        )
+        # The checks below run in order of what a client most needs to hear.
+        if not version.startswith("1."):  # RFC 9110 §2.5: only the major version matters
+            raise RemoteProtocolError(
+                f"HTTP/{version} is not supported", status_hint=505, kind="version_not_supported"
+            )
+        if head_bytes > self.limits.max_header_bytes:
+            raise RemoteProtocolError(
+                f"request head is {head_bytes} bytes, limit {self.limits.max_header_bytes}",
+                status_hint=431,
+                kind="header_too_large",
+            )
+        if len(event.headers) > self.limits.max_header_count:
+            raise RemoteProtocolError(
+                f"{len(event.headers)} header fields, limit {self.limits.max_header_count}",
+                status_hint=431,
+                kind="header_too_large",
+            )
+        content_length: int | None = None
+        has_transfer_encoding = False
+        connection_tokens: set[bytes] = set()
+        for name, value in event.headers:  # h11 gives names lowercased
+            if name == b"content-length":
+                content_length = int(value)  # h11 checked it is one decimal number
+            elif name == b"transfer-encoding":
+                has_transfer_encoding = True
+            elif name == b"connection":
+                connection_tokens.update(t.strip().lower() for t in value.split(b","))
+        if has_transfer_encoding and content_length is not None:
+            # RFC 9112 §6.3 ¶3: a sign of smuggling; reject and close.
+            raise RemoteProtocolError(
+                "both Transfer-Encoding and Content-Length", kind="conflicting_framing"
+            )
+        if has_transfer_encoding and version == "1.0":
+            raise RemoteProtocolError(
+                "Transfer-Encoding in an HTTP/1.0 request", kind="conflicting_framing"
+            )
+        if content_length is not None and content_length > self.limits.max_body_bytes:
+            raise RemoteProtocolError(
+                f"Content-Length {content_length} over the limit {self.limits.max_body_bytes}",
+                status_hint=413,
+                kind="body_too_large",
+            )
+        self.requests += 1
+        self._keep_alive_10 = version == "1.0" and b"keep-alive" in connection_tokens
+        self._body_bytes = 0
+        self.phase = Phase.EXPECT_BODY
+        self._deadline = now + self.limits.body_timeout_s
+        self._request = RequestReceived(
+            method, target, version, list(event.headers), self.requests, head_bytes
+        )
+        return self._request
+
+    def _on_peer_closed(self) -> PeerClosed:
+        if self.phase in (Phase.EXPECT_HEAD, Phase.EXPECT_BODY):
+            # h11 reports a FIN inside a message as an error; this is where we land otherwise.
+            raise RemoteProtocolError("connection closed in the middle of a request")
+        self.phase = Phase.CLOSED
+        self._deadline = None
+        self.close_reason = self.close_reason or "peer_closed"
+        return PeerClosed()
+
+    # --- timers --------------------------------------------------------------------------
+
+    def get_timer(self) -> Timer | None:
+        """When the adapter must call `handle_timeout()`, if nothing arrives before."""
+        return None if self._deadline is None else Timer(self._deadline, self.phase)
+
+    def handle_timeout(self, now: float) -> str:
+        """The deadline passed. Returns the reason to close quietly (nothing was asked).
+
+        Raises:
+            RemoteProtocolError: 408, the head or body was too slow (slowloris).
+        """
+        if self._deadline is None or now < self._deadline:
+            raise LocalProtocolError("handle_timeout() before the deadline")
+        self._deadline = None
+        if self.phase is Phase.EXPECT_REQUEST:
+            self.phase = Phase.CLOSED
+            if self.draining:
+                self.close_reason = "shutdown"
+            else:
+                self.close_reason = "keep_alive_timeout" if self.requests else "idle_timeout"
+            return self.close_reason
+        part = "head" if self.phase is Phase.EXPECT_HEAD else "body"
+        raise RemoteProtocolError(
+            f"request {part} not complete in time", status_hint=408, kind="timeout"
+        )
+
+    # --- sending -------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Bytes the core decided to send on its own (100 Continue)."""
+        out = bytes(self._outgoing)
+        self._outgoing.clear()
+        return out
+
+    @property
+    def current_request(self) -> RequestReceived | None:
+        """The request being received or answered, if any."""
+        return self._request
+
+    def begin_drain(self, now: float) -> None:
+        """Shutdown: answer the request in progress with `Connection: close`; an idle
+        connection's timer fires at once (`handle_timeout()` then says "shutdown")."""
+        self.draining = True
+        if self.phase is Phase.EXPECT_REQUEST:
+            self._deadline = now
+
+    def send_response(self, now: float, status: int, headers: Headers, body: bytes) -> bytes:
+        """The whole response to the current request, as bytes to write.
+
+        Adds Content-Length, Server and the Connection header our policy calls for (the
+        adapter adds Date: the core reads no clock), leaves the body out for HEAD, and
+        prepares the connection for the next request.
+        """
+        if self.phase is not Phase.RESPONDING or self._request is None:
+            raise LocalProtocolError(f"no request to answer in phase {self.phase.value}")
+        request = self._request
+        keep_alive = self._wants_keep_alive()
+        all_headers = [
+            (b"server", SERVER_NAME),
+            *headers,
+            (b"content-length", b"%d" % len(body)),
+        ]
+        if keep_alive:
+            timeout = int(self.limits.keep_alive_timeout_s)
+            remaining = self.limits.max_requests_per_connection - self.requests
+            all_headers.append((b"keep-alive", b"timeout=%d, max=%d" % (timeout, remaining)))
+            if self._keep_alive_10:
+                all_headers.append((b"connection", b"keep-alive"))
+        else:
+            all_headers.append((b"connection", b"close"))
+        response = h11.Response(
+            status_code=status, headers=all_headers, reason=REASONS.get(status, b"")
+        )
+        head = self._h11.send(response)
+        if self._keep_alive_10:
+            # h11 always answers a 1.0 request with `Connection: close`; we keep it open.
+            head = head.replace(b"Connection: close\r\n", b"Connection: keep-alive\r\n", 1)
+        out = head
+        if body and request.method != "HEAD":
+            out += self._h11.send(h11.Data(data=body))
+        out += self._h11.send(h11.EndOfMessage())
+        self._next_cycle(keep_alive, now)
+        return out
+
+    def _wants_keep_alive(self) -> bool:
+        if self.draining:
+            self.close_reason = "shutdown"
+            return False
+        if self._request is not None and self._request.http_version == "1.0":
+            if not self._keep_alive_10:
+                self.close_reason = "http_1.0"
+                return False
+        elif self._h11.their_state is h11.MUST_CLOSE or not self._client_allows_keep_alive():
+            self.close_reason = "client_asked_close"
+            return False
+        if self.requests >= self.limits.max_requests_per_connection:
+            self.close_reason = "max_requests"
+            self._keep_alive_10 = False
+            return False
+        return True
+
+    def _client_allows_keep_alive(self) -> bool:
+        assert self._request is not None
+        for name, value in self._request.headers:
+            if name == b"connection" and b"close" in value.lower():
+                return False
+        return True
+
+    def _next_cycle(self, keep_alive: bool, now: float) -> None:
+        if not keep_alive:
+            self.phase = Phase.CLOSED
+            self._deadline = None
+            return
+        if self._keep_alive_10:
+            leftover, closed = self._h11.trailing_data
+            self._h11 = self._new_h11()
+            self._h11.receive_data(leftover)
+            if closed:
+                self._h11.receive_data(b"")
+        else:
+            self._h11.start_next_cycle()
+        self._request = None
+        buffered = bool(self._h11.trailing_data[0])
+        self.phase = Phase.EXPECT_HEAD if buffered else Phase.EXPECT_REQUEST
+        timeout = self.limits.header_timeout_s if buffered else self.limits.keep_alive_timeout_s
+        self._deadline = now + timeout
+
+    def error_response(self, error: RemoteProtocolError) -> bytes:
+        """A complete answer to a refused request, always with `Connection: close`.
+
+        Built by hand, not by h11: after a parse error h11 may be in no state to frame a
+        response, and this answer must go out whatever state the request reached.
+        """
+        self.phase = Phase.CLOSED
+        self._deadline = None
+        self.close_reason = error.kind
+        status = error.status_hint
+        body = (
+            b""
+            if self._request is not None and self._request.method == "HEAD"
+            else (f"{status} {REASONS.get(status, b'Error').decode()}: {error}\n".encode())
+        )
+        return (
+            b"HTTP/1.1 %d %s\r\nServer: %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, REASONS.get(status, b"Error"), SERVER_NAME, len(body), body)
+        )

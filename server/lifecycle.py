@@ -1,0 +1,147 @@
+"""Start, serve, shut down: the listener, the registry of connections, the signals.
+
+Shutdown, as a checklist: stop accepting; tell every connection to drain (idle ones
+send FIN at once, busy ones answer with `Connection: close`); wait up to the bound; cancel
+what is left; report. Then the listening socket and the process can go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import signal
+import time
+from typing import TYPE_CHECKING, Self
+
+from handshake_lab.transport import TCPStream
+from server.app import App
+from server.connection import ConnectionHandler
+from telemetry.bus import Bus, Tracer
+from telemetry.events import Name, Role
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from server.config import ServerConfig
+
+
+class Server:
+    """The lab's HTTP server. Use `async with Server(config, bus) as server:`."""
+
+    def __init__(
+        self, config: ServerConfig, bus: Bus | None = None, app: App | None = None
+    ) -> None:
+        self.config = config
+        self.bus = bus or Bus()
+        self.app = app or App(config)
+        self.tracer = Tracer(self.bus, Role.SERVER)
+        self._listener: asyncio.Server | None = None
+        self._handlers: dict[asyncio.Task[None], ConnectionHandler] = {}
+        self._ids = itertools.count(1)
+        self.port = config.port
+        self.accepted = 0
+
+    async def start(self) -> None:
+        self._listener = await asyncio.start_server(
+            self._on_connection,
+            self.config.host,
+            self.config.port,
+            backlog=self.config.backlog,
+            reuse_address=True,
+        )
+        sockname = self._listener.sockets[0].getsockname()
+        self.port = sockname[1]
+        self.tracer.emit(
+            Name.LISTENER_STARTED,
+            host=self.config.host,
+            port=self.port,
+            backlog=self.config.backlog,
+        )
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._handlers)
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        stream = TCPStream(reader, writer)
+        conn_id = next(self._ids)
+        self.accepted += 1
+        handler = ConnectionHandler(
+            stream,
+            self.app,
+            self.config,
+            self.tracer.bind(conn_id, stream.local_address, stream.remote_address),
+        )
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers[task] = handler
+        if self._listener is None or not self._listener.is_serving():
+            handler.begin_drain()  # accepted in the instant shutdown began
+        try:
+            await handler.run()
+        finally:
+            del self._handlers[task]
+
+    async def shutdown(self, timeout_s: float | None = None) -> None:
+        """Stop accepting, let connections finish within `timeout_s`, then cancel the rest."""
+        if self._listener is None:
+            return
+        timeout_s = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+        started = time.perf_counter()
+        open_at_start = len(self._handlers)
+        self.tracer.emit(Name.SHUTDOWN_STARTED, open_connections=open_at_start, timeout_s=timeout_s)
+        self._listener.close()
+        for handler in list(self._handlers.values()):
+            handler.begin_drain()
+        tasks = list(self._handlers)
+        cancelled = 0
+        if tasks:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            for task in pending:
+                task.cancel()
+            cancelled = len(pending)
+            await asyncio.gather(*pending, return_exceptions=True)
+        await self._listener.wait_closed()
+        self._listener = None
+        self.tracer.emit(Name.LISTENER_STOPPED, host=self.config.host, port=self.port)
+        self.tracer.emit(
+            Name.SHUTDOWN_COMPLETED,
+            open_connections=open_at_start,
+            cancelled=cancelled,
+            duration_s=time.perf_counter() - started,
+        )
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()
+
+
+async def serve_until_signalled(server: Server) -> None:
+    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await server.start()
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+        await server.shutdown()

@@ -1,0 +1,101 @@
+"""The one event vocabulary shared by server, client and (later) TLS, kernel and wire.
+
+Theory of operation: every step of a connection is one `Event`. Its `name` follows
+`<layer>.<thing>.<past verb>` (timed phases end in `.started/.completed/.failed`), so the
+layer is read off the name and never stored twice. Sinks (JSON log, Prometheus metrics,
+in-memory timeline) read events; the code that emits them does not know which sinks are on.
+
+Addresses, paths and connection ids live in events (and so in logs), never in metric labels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+
+class Role(StrEnum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class Level(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class Name(StrEnum):
+    """Every event name the lab emits. A sink matches on these, never on free strings."""
+
+    # The listening socket.
+    LISTENER_STARTED = "tcp.listener.started"
+    LISTENER_STOPPED = "tcp.listener.stopped"
+    # Opening: accept() on the server, connect() on the client.
+    CONNECTION_ACCEPTED = "tcp.connection.accepted"
+    CONNECT_COMPLETED = "tcp.connect.completed"
+    CONNECT_FAILED = "tcp.connect.failed"
+    # Closing: who sent FIN first is who closed first (and who will hold TIME_WAIT).
+    FIN_SENT = "tcp.fin.sent"
+    EOF_RECEIVED = "tcp.eof.received"
+    CONNECTION_CLOSED = "tcp.connection.closed"
+    CONNECTION_FAILED = "tcp.connection.failed"
+    # HTTP on the server.
+    REQUEST_RECEIVED = "http.request.received"
+    CONTINUE_SENT = "http.continue.sent"
+    RESPONSE_SENT = "http.response.sent"
+    REQUEST_REJECTED = "http.request.rejected"
+    # HTTP on the client.
+    REQUEST_SENT = "http.request.sent"
+    RESPONSE_RECEIVED = "http.response.received"
+    REQUEST_FAILED = "http.request.failed"
+    REQUEST_RETRIED = "http.request.retried"
+    # Lifecycle of the server process.
+    SHUTDOWN_STARTED = "app.shutdown.started"
+    SHUTDOWN_COMPLETED = "app.shutdown.completed"
+
+    @property
+    def layer(self) -> str:
+        return self.value.split(".", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened, with when, where and to which connection.
+
+    `ts` is wall-clock seconds (time.time()) so logs from several processes line up;
+    durations are measured with a monotonic clock by the emitter and carried in `attrs`
+    with their unit in the name (`duration_s`, `bytes`).
+    """
+
+    name: Name
+    role: Role
+    ts: float
+    conn_id: int | None = None
+    local: str | None = None
+    remote: str | None = None
+    level: Level = Level.INFO
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def layer(self) -> str:
+        return self.name.layer
+
+
+def format_address(address: Any) -> str | None:
+    """`('127.0.0.1', 8080)` → `'127.0.0.1:8080'`; IPv6 hosts are bracketed."""
+    if not address:
+        return None
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+# The HTTP methods that get their own metric label value; any other is "_OTHER", as the
+# OpenTelemetry HTTP conventions say, so a client cannot grow the label set.
+KNOWN_METHODS: Final = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)

@@ -1,0 +1,80 @@
+"""Log sinks: one JSON object per line, or one readable line per event.
+
+JSON keys: `ts`, `level`, `event`, `role`, `conn_id`, `local`, `remote`, then the
+event's own fields (named with their unit: `duration_s`, `bytes`). Lines are written
+whole; `close()` flushes, so a graceful shutdown loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from telemetry.events import Event
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "ts": round(event.ts, 6),
+        "level": event.level.value,
+        "event": event.name.value,
+        "role": event.role.value,
+        "conn_id": event.conn_id,
+    }
+    if event.local is not None:
+        record["local"] = event.local
+    if event.remote is not None:
+        record["remote"] = event.remote
+    record.update(event.attrs)
+    return record
+
+
+class LogSink:
+    """Writes events to a text stream, as JSON lines or as readable text.
+
+    Args:
+        stream: where lines go (a file, stderr).
+        fmt: "json" or "text".
+        flush_each: flush after every line (for a terminal); otherwise the stream's
+            own buffering applies and `close()` flushes.
+    """
+
+    def __init__(self, stream: TextIO, fmt: str = "json", *, flush_each: bool = False) -> None:
+        if fmt not in ("json", "text"):
+            raise ValueError(f"unknown log format {fmt!r} (json or text)")
+        self.stream = stream
+        self.fmt = fmt
+        self.flush_each = flush_each
+        self.lines = 0
+
+    def __call__(self, event: Event) -> None:
+        line = (
+            json.dumps(event_to_dict(event), default=str)
+            if self.fmt == "json"
+            else format_text(event)
+        )
+        self.stream.write(line + "\n")
+        self.lines += 1
+        if self.flush_each:
+            self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+
+def format_text(event: Event) -> str:
+    """`01:02:03.456789 server #3 tcp.connection.accepted 127.0.0.1:5555 transport=tcp`"""
+    clock = time.strftime("%H:%M:%S", time.localtime(event.ts)) + f"{event.ts % 1:.6f}"[1:]
+    conn = f"#{event.conn_id}" if event.conn_id is not None else "-"
+    fields = " ".join(f"{key}={_short(value)}" for key, value in event.attrs.items())
+    peer = f" {event.remote}" if event.remote else ""
+    return f"{clock} {event.role.value:6} {conn:>5} {event.name.value}{peer} {fields}".rstrip()
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = str(value)
+    return repr(text) if " " in text else text
