@@ -70,7 +70,8 @@ class ClientHTTPConnection:
         self.http_version = http_version
         self._h11 = h11.Connection(h11.CLIENT)
         self.requests = 0
-        self.response_started = False
+        self.response_started = False  # some byte of the answer has arrived
+        self._peer_eof = False
 
     def send_request(self, method: str, target: str, headers: Headers, body: bytes = b"") -> bytes:
         """The whole request as bytes. Sets Content-Length when there is a body.
@@ -100,10 +101,11 @@ class ClientHTTPConnection:
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the server; b"" means it sent FIN."""
-        try:
-            self._h11.receive_data(data)
-        except h11.RemoteProtocolError as exc:
-            raise RemoteProtocolError(str(exc), kind="bad_response") from exc
+        if data and self._peer_eof:
+            raise LocalProtocolError("receive_data() after the server's FIN")
+        self._peer_eof = not data
+        self.response_started = self.response_started or bool(data)
+        self._h11.receive_data(data)
 
     def next_event(self) -> ClientEvent:
         """The next thing the server said.
@@ -114,10 +116,13 @@ class ClientHTTPConnection:
         try:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
+            if self._peer_eof and not self.response_started:
+                # h11 calls a FIN before any answer an error; for us it is the stale
+                # keep-alive case, which the pool may retry.
+                return PeerClosed()
             raise RemoteProtocolError(str(exc), kind="bad_response") from exc
         match event:
             case h11.Response():
-                self.response_started = True
                 return ResponseReceived(
                     event.status_code,
                     event.reason.decode("latin-1"),

@@ -124,11 +124,10 @@ class ServerHTTPConnection:
             self.phase = Phase.EXPECT_HEAD
             if self.requests > 0:  # the first request's clock started at accept
                 self._deadline = now + self.limits.header_timeout_s
+        if data and self._peer_eof:
+            raise LocalProtocolError("receive_data() after the peer's FIN")
         self._peer_eof = self._peer_eof or not data
-        try:
-            self._h11.receive_data(data)
-        except h11.RemoteProtocolError as exc:  # data after EOF
-            raise RemoteProtocolError(str(exc)) from exc
+        self._h11.receive_data(data)
 
     def next_event(self, now: float) -> ServerEvent:
         """The next thing the peer said.
@@ -141,7 +140,9 @@ class ServerHTTPConnection:
             event = self._h11.next_event()
         except h11.RemoteProtocolError as exc:
             status = exc.error_status_hint
-            kind = "header_too_large" if status == 431 else "bad_request"
+            kind = {431: "header_too_large", 501: "unsupported_transfer_coding"}.get(
+                status, "bad_request"
+            )
             if self._peer_eof and self.phase is not Phase.EXPECT_REQUEST:
                 kind = "incomplete_request"  # the client left mid-request; nobody to answer
             raise RemoteProtocolError(str(exc), status_hint=status, kind=kind) from exc
@@ -164,7 +165,9 @@ class ServerHTTPConnection:
             case h11.NEED_DATA:
                 if self._h11.they_are_waiting_for_100_continue and not self._outgoing:
                     # RFC 9110 §10.1.1: the client holds its body until we say so.
-                    self._outgoing += self._h11.send(h11.InformationalResponse(status_code=100, headers=[]))
+                    self._outgoing += self._h11.send(
+                        h11.InformationalResponse(status_code=100, headers=[])
+                    )
                 return NEED_DATA
             case _:  # PAUSED: only if called while a response is owed; the adapter never does
                 raise LocalProtocolError(f"next_event() in phase {self.phase.value}: {event!r}")
@@ -355,10 +358,13 @@ class ServerHTTPConnection:
             self._deadline = None
             return
         if self._keep_alive_10:
-            leftover, closed = self._h11.trailing_data
+            # h11 marks its buffer closed once it has decided to close, so the peer's FIN
+            # is taken from our own record, not from trailing_data's flag.
+            leftover, _closed = self._h11.trailing_data
             self._h11 = self._new_h11()
-            self._h11.receive_data(leftover)
-            if closed:
+            if leftover:  # (b"" would mean EOF to h11)
+                self._h11.receive_data(leftover)
+            if self._peer_eof:
                 self._h11.receive_data(b"")
         else:
             self._h11.start_next_cycle()
