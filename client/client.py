@@ -102,7 +102,7 @@ class HTTPClient:
                 ):
                     raise
                 # The server closed the idle connection just as we reused it: try once more.
-                await connection.fail(error.kind, str(error))
+                await connection.fail(error.kind)
                 self.tracer.emit(
                     Name.REQUEST_RETRIED,
                     Level.WARNING,
@@ -120,7 +120,7 @@ class HTTPClient:
                 response = replace(response, retried=True)
         except (TransportError, ProtocolError) as error:
             if connection is not None and connection.state is not ConnState.CLOSED:
-                await connection.fail(error.kind, str(error))
+                await connection.fail(error.kind)
             self.tracer.emit(
                 Name.REQUEST_FAILED,
                 Level.WARNING,

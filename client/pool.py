@@ -23,7 +23,7 @@ from client.http_conn import (
     ResponseReceived,
 )
 from handshake_lab.transport import TransportError
-from telemetry.events import Level, Name
+from telemetry.events import Name
 
 if TYPE_CHECKING:
     from client.http_conn import Headers
@@ -227,9 +227,11 @@ class ClientConnection:
                 self.peer_eof = True
                 self.tracer.emit(Name.EOF_RECEIVED, phase="closing")
 
-    async def fail(self, kind: str, message: str) -> None:
-        """The connection is broken: say why, drop it (RST), and record the close."""
-        self.tracer.emit(Name.CONNECTION_FAILED, Level.WARNING, kind=kind, reason=message)
+    async def fail(self, kind: str) -> None:
+        """The connection is broken: drop it (RST) and record the close with the reason.
+
+        The error itself is reported once, by the request that met it.
+        """
         self.aborted = True
         self.stream.abort()
         await self.close(kind)

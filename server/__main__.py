@@ -124,17 +124,20 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     server = Server(config, telemetry.bus)
-    print(
-        f"handshake-lab server on {server.url.replace(str(config.port), str(config.port))}"
-        + (
-            f", metrics on http://{args.metrics_host}:{args.metrics_port}/metrics"
-            if args.metrics_port
-            else ""
-        ),
-        file=sys.stderr,
+    metrics = (
+        f", metrics on http://{args.metrics_host}:{args.metrics_port}/metrics"
+        if args.metrics_port
+        else ", metrics off"
     )
+
+    def say_ready(running: Server) -> None:
+        print(f"handshake-lab server: listening on {running.url}{metrics}", file=sys.stderr)
+        print(
+            "handshake-lab server: Ctrl-C (SIGINT) or SIGTERM stops it gracefully", file=sys.stderr
+        )
+
     try:
-        asyncio.run(serve_until_signalled(server))
+        asyncio.run(serve_until_signalled(server, say_ready))
     except OSError as exc:
         print(
             f"handshake-lab server: cannot listen on {config.host}:{config.port}: {exc.strerror}",

@@ -20,6 +20,7 @@ from telemetry.bus import Bus, Tracer
 from telemetry.events import Name, Role
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from server.config import ServerConfig
@@ -132,7 +133,9 @@ class Server:
         await self.shutdown()
 
 
-async def serve_until_signalled(server: Server) -> None:
+async def serve_until_signalled(
+    server: Server, on_ready: Callable[[Server], None] | None = None
+) -> None:
     """Run until SIGINT or SIGTERM, then shut down gracefully."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -140,6 +143,8 @@ async def serve_until_signalled(server: Server) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         await server.start()
+        if on_ready is not None:
+            on_ready(server)
         await stop.wait()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):

@@ -139,12 +139,8 @@ class Metrics:
                 histogram.labels(
                     method_label(attrs["method"]), str(attrs["status"]), attrs["http_version"]
                 ).observe(attrs["duration_s"])
-            case (
-                Name.REQUEST_REJECTED
-                | Name.CONNECTION_FAILED
-                | Name.CONNECT_FAILED
-                | Name.REQUEST_FAILED
-            ):
+            # One count per failure: a failed connect is followed by its REQUEST_FAILED.
+            case Name.REQUEST_REJECTED | Name.CONNECTION_FAILED | Name.REQUEST_FAILED:
                 self.errors.labels(role, attrs["kind"]).inc()
             case _:
                 pass

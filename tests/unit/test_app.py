@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from server.app import App, Request
+from server.app import App, Request, Response
 from server.config import ServerConfig
 
 APP = App(ServerConfig(max_delay_ms=1000, max_bytes=1000))
 
 
-def call(method: str, target: str, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None):
+def call(
+    method: str, target: str, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
+) -> Response:
     return APP.handle(Request(method, target, "1.1", headers or [(b"host", b"lab:1")], body))
 
 

@@ -137,10 +137,14 @@ def test_server_closing_before_answering_is_peer_closed() -> None:
 def test_bad_responses_raise_remote_errors(raw: bytes) -> None:
     conn = ClientHTTPConnection("1.1")
     conn.send_request("GET", "/", HOST)
-    with pytest.raises(RemoteProtocolError) as caught:
+
+    def read_to_the_end() -> None:
         read_all(conn, raw, bytewise=False)
         conn.receive_data(b"")
         conn.next_event()
+
+    with pytest.raises(RemoteProtocolError) as caught:
+        read_to_the_end()
     assert caught.value.kind == "bad_response"
 
 

@@ -24,7 +24,12 @@ def test_tracer_emits_nothing_without_sinks_and_everything_with_them() -> None:
     bus.subscribe(timeline)
     tracer.emit(Name.CONNECTION_ACCEPTED, transport="tcp")
     (event,) = timeline.events
-    assert (event.conn_id, event.local, event.remote, event.layer) == (7, "127.0.0.1:1", "127.0.0.1:2", "tcp")
+    assert (event.conn_id, event.local, event.remote, event.layer) == (
+        7,
+        "127.0.0.1:1",
+        "127.0.0.1:2",
+        "tcp",
+    )
 
 
 def test_a_failing_sink_does_not_stop_the_others(capsys: pytest.CaptureFixture[str]) -> None:
@@ -74,7 +79,11 @@ def test_json_log_has_the_documented_keys_one_object_per_line() -> None:
 def test_text_log_is_one_readable_line() -> None:
     stream = io.StringIO()
     sink = LogSink(stream, "text")
-    sink(Event(Name.CONNECTION_ACCEPTED, Role.SERVER, 0.0, 4, None, "127.0.0.1:9", attrs={"x": "a b"}))
+    sink(
+        Event(
+            Name.CONNECTION_ACCEPTED, Role.SERVER, 0.0, 4, None, "127.0.0.1:9", attrs={"x": "a b"}
+        )
+    )
     line = stream.getvalue()
     assert line.count("\n") == 1
     assert "#4 tcp.connection.accepted 127.0.0.1:9 x='a b'" in line
@@ -95,12 +104,25 @@ def _connection(tracer: Tracer, requests: int, closed_by: str) -> None:
     tracer.emit(Name.CONNECTION_ACCEPTED, transport="tcp")
     for index in range(1, requests + 1):
         tracer.emit(
-            Name.RESPONSE_SENT, method="GET", status=200, http_version="1.1", index=index,
-            bytes=2, duration_s=0.0001, keep_alive=True,
+            Name.RESPONSE_SENT,
+            method="GET",
+            status=200,
+            http_version="1.1",
+            index=index,
+            bytes=2,
+            duration_s=0.0001,
+            keep_alive=True,
         )
     tracer.emit(
-        Name.CONNECTION_CLOSED, transport="tcp", protocol="http/1.1", closed_by=closed_by,
-        reason="x", requests=requests, lifetime_s=0.1, bytes_received=10, bytes_sent=20,
+        Name.CONNECTION_CLOSED,
+        transport="tcp",
+        protocol="http/1.1",
+        closed_by=closed_by,
+        reason="x",
+        requests=requests,
+        lifetime_s=0.1,
+        bytes_received=10,
+        bytes_sent=20,
     )
 
 
@@ -118,7 +140,10 @@ def test_metrics_follow_the_events() -> None:
     assert opened == closed == 2
     assert sample(registry, "handshake_lab_connections_closed_total", closed_by="server") == 1
     assert sample(registry, "handshake_lab_connections_active", role="server") == 0
-    assert sample(registry, "http_server_request_duration_seconds_count", http_request_method="GET") == 4
+    assert (
+        sample(registry, "http_server_request_duration_seconds_count", http_request_method="GET")
+        == 4
+    )
     assert sample(registry, "handshake_lab_requests_per_connection_sum", role="server") == 4
     assert sample(registry, "handshake_lab_requests_per_connection_count", role="server") == 2
     assert sample(registry, "handshake_lab_errors_total", kind="header_too_large") == 1
@@ -134,8 +159,14 @@ def test_unknown_methods_do_not_grow_the_label_set() -> None:
     tracer = Tracer(tracer_bus, Role.SERVER)
     for method in ("FOO", "BAR", "GET"):
         tracer.emit(
-            Name.RESPONSE_SENT, method=method, status=405, http_version="1.1", index=1,
-            bytes=0, duration_s=0.0, keep_alive=True,
+            Name.RESPONSE_SENT,
+            method=method,
+            status=405,
+            http_version="1.1",
+            index=1,
+            bytes=0,
+            duration_s=0.0,
+            keep_alive=True,
         )
     count = "http_server_request_duration_seconds_count"
     assert sample(registry, count, http_request_method="_OTHER") == 2

@@ -1,0 +1,254 @@
+"""The `handshake-lab` command as a user runs it: real processes, signals, logs, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import socket
+import sys
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from client.client import HTTPClient
+from tests.helpers import raw_exchange, status_of
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+    from pathlib import Path
+
+pytestmark = pytest.mark.integration
+
+COMMAND = [sys.executable, "-m", "handshake_lab"]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def run(*args: str, timeout_s: float = 20.0) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(timeout_s):
+        out, err = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+class ServerProcess:
+    def __init__(self, process: asyncio.subprocess.Process, port: int, metrics_port: int) -> None:
+        self.process = process
+        self.port = port
+        self.metrics_port = metrics_port
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def metrics(self) -> dict[str, float]:
+        """Every sample of /metrics, keyed `name{label=value,...}` (labels sorted)."""
+        async with HTTPClient() as client:
+            response = await client.get(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        samples: dict[str, float] = {}
+        for family in text_string_to_metric_families(response.body.decode()):
+            for s in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+                samples[f"{s.name}{{{labels}}}"] = s.value
+        return samples
+
+    async def stop(self, timeout_s: float = 15.0) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(timeout_s):
+            _, err = await self.process.communicate()
+        assert self.process.returncode is not None
+        return self.process.returncode, err.decode()
+
+
+@contextlib.asynccontextmanager
+async def server_process(*extra: str) -> AsyncIterator[ServerProcess]:
+    port, metrics_port = free_port(), free_port()
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, "server", "--port", str(port), "--metrics-port", str(metrics_port), *extra,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(15):
+            while b"listening on" not in await process.stderr.readline():
+                assert process.returncode is None, "the server exited at start"
+        yield ServerProcess(process, port, metrics_port)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+def total(samples: dict[str, float], name: str, **labels: str) -> float:
+    wanted = [f"{k}={v}" for k, v in labels.items()]
+    return sum(
+        value
+        for key, value in samples.items()
+        if key.split("{", 1)[0] == name and all(w in key for w in wanted)
+    )
+
+
+async def test_log_and_metrics_count_the_same_events_and_sigterm_exits_0(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    async with server_process("--log-format", "json", "--log-file", str(log)) as server:
+        async with HTTPClient(http_version="1.0") as client:
+            for _ in range(3):
+                await client.get(f"{server.url}/health")
+        async with HTTPClient() as client:
+            for _ in range(3):
+                await client.get(f"{server.url}/health")
+        assert status_of(await raw_exchange(server.port, b"BAD\r\n\r\n")) == 400
+        # Connections close asynchronously; wait until the metrics see them all closed.
+        async with asyncio.timeout(5):
+            while True:
+                samples = await server.metrics()
+                if total(samples, "handshake_lab_connections_active", role="server") == 0:
+                    break
+                await asyncio.sleep(0.05)
+        code, err = await server.stop()
+    assert code == 0, err
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    by_event = Counter(r["event"] for r in records if r["event"] not in ("app.shutdown.started",))
+    # Everything up to the scrape was counted by the metrics exactly as often as it was logged.
+    for event, count in by_event.items():
+        if event.startswith("app.shutdown") or event == "tcp.listener.stopped":
+            continue
+        assert total(samples, "handshake_lab_events_total", event=event) == count, event
+    opened = total(samples, "handshake_lab_connections_opened_total")
+    assert opened == total(samples, "handshake_lab_connections_closed_total") == 3 + 1 + 1
+    assert total(samples, "handshake_lab_connections_closed_total", closed_by="server") == 3 + 1
+    assert total(samples, "handshake_lab_requests_per_connection_count") == 5
+    assert total(samples, "handshake_lab_requests_per_connection_sum") == 3 + 3
+    version_10 = total(
+        samples, "http_server_request_duration_seconds_count", network_protocol_version="1.0"
+    )
+    assert version_10 == 3
+    assert total(samples, "handshake_lab_errors_total", kind="bad_request") == 1
+    assert {"app.shutdown.started", "app.shutdown.completed"} <= {r["event"] for r in records}
+    for record in records:
+        assert {"ts", "level", "event", "role", "conn_id"} <= record.keys()
+
+
+async def test_sigterm_lets_the_request_in_flight_finish() -> None:
+    async with server_process("--log-format", "off", "--shutdown-timeout", "5") as server:
+        async with HTTPClient() as client:
+            in_flight = asyncio.create_task(client.get(f"{server.url}/delay?ms=600"))
+            await asyncio.sleep(0.2)
+            stopping = asyncio.create_task(server.stop())
+            response = await in_flight
+        code, _ = await stopping
+    assert response.status == 200
+    assert response.body == b"slept 600 ms\n"
+    assert code == 0
+
+
+async def test_shutdown_timeout_bounds_the_exit() -> None:
+    async with server_process("--log-format", "off", "--shutdown-timeout", "0.3") as server:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /delay?ms=5000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        code, _ = await server.stop()
+        elapsed = loop.time() - started
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+    assert code == 0
+    assert elapsed < 3.0  # far below the 5 s the request wanted
+
+
+async def test_client_get_prints_a_timing_breakdown() -> None:
+    async with server_process("--log-format", "off") as server:
+        code, out, err = await run("client", "get", "--count", "3", f"{server.url}/health")
+        code10, out10, _ = await run("client", "get", "--http1.0", "-n", "2", f"{server.url}/")
+        await server.stop()
+    assert code == 0, err
+    lines = out.splitlines()
+    assert "connection #" in lines[0]
+    assert " new " in lines[0]
+    assert " reused " in lines[2]
+    assert all(
+        word in lines[1] for word in ("lookup", "connect", "first byte", "transfer", "total")
+    )
+    assert "3 request(s) over 1 TCP connection(s)" in lines[-1]
+    assert code10 == 0
+    assert "2 request(s) over 2 TCP connection(s)" in out10.splitlines()[-1]
+
+
+async def test_client_json_is_one_object_per_request() -> None:
+    async with server_process("--log-format", "off") as server:
+        code, out, _ = await run(
+            "client", "get", "--json", "-n", "2", "-X", "POST", "-d", "hi",
+            "-H", "Content-Type: text/x-lab", f"{server.url}/echo",
+        )  # fmt: skip
+        await server.stop()
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["connection"] for r in records] == ["new", "reused"]
+    assert all(r["status"] == 200 and r["bytes"] == 2 for r in records)
+    assert all(r["total_s"] >= r["first_byte_s"] >= r["connect_s"] for r in records)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["client", "get", "https://127.0.0.1:1/"], "https:// is not supported yet"),
+        (["client", "get", "ftp://x/"], "not an http:// URL"),
+        (["client", "get", "-H", "nocolon", "http://127.0.0.1:1/"], "Name: value"),
+        (["client", "get", "--count", "0", "http://127.0.0.1:1/"], "--count"),
+    ],
+)
+async def test_client_usage_errors_exit_2_with_a_message(args: list[str], message: str) -> None:
+    code, _, err = await run(*args)
+    assert code == 2
+    assert message in err
+
+
+async def test_client_reports_a_refused_connection() -> None:
+    code, _, err = await run("client", "get", f"http://127.0.0.1:{free_port()}/")
+    assert code == 1
+    assert "refused" in err
+
+
+async def test_server_reports_a_port_in_use() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = await run("server", "--port", str(port), "--metrics-port", "0")
+    assert code == 2
+    assert "cannot listen" in err
+
+
+async def test_help_explains_every_command() -> None:
+    for args in (["--help"], ["server", "--help"], ["client", "get", "--help"], ["demo", "--help"]):
+        code, out, _ = await run(*args)
+        assert code == 0
+        assert "usage: handshake-lab" in out
+    _, server_help, _ = await run("server", "--help")
+    assert "--keep-alive-timeout" in server_help
+    assert "0.0.0.0" in server_help  # says what exposing the server means
+
+
+async def test_demo_shows_handshakes_per_mode() -> None:
+    code, out, err = await run("demo", "--count", "3", timeout_s=30)
+    assert code == 0, err
+    assert "3 requests, 3 TCP connection(s)" in out
+    assert "3 requests, 1 TCP connection(s)" in out
+    assert "TIME_WAIT stays on the server" in out
+
+
+async def test_version() -> None:
+    code, out, _ = await run("--version")
+    assert code == 0
+    assert out.startswith("handshake-lab ")
