@@ -235,9 +235,7 @@ class ServerHTTPConnection:
         return self._request
 
     def _on_peer_closed(self) -> PeerClosed:
-        if self.phase in (Phase.EXPECT_HEAD, Phase.EXPECT_BODY):
-            # h11 reports a FIN inside a message as an error; this is where we land otherwise.
-            raise RemoteProtocolError("connection closed in the middle of a request")
+        # (A FIN inside a request never gets here: h11 raises for it, see next_event.)
         self.phase = Phase.CLOSED
         self._deadline = None
         self.close_reason = self.close_reason or "peer_closed"
@@ -336,20 +334,13 @@ class ServerHTTPConnection:
             if not self._keep_alive_10:
                 self.close_reason = "http_1.0"
                 return False
-        elif self._h11.their_state is h11.MUST_CLOSE or not self._client_allows_keep_alive():
+        elif self._h11.their_state is h11.MUST_CLOSE:  # the request said `Connection: close`
             self.close_reason = "client_asked_close"
             return False
         if self.requests >= self.limits.max_requests_per_connection:
             self.close_reason = "max_requests"
             self._keep_alive_10 = False
             return False
-        return True
-
-    def _client_allows_keep_alive(self) -> bool:
-        assert self._request is not None
-        for name, value in self._request.headers:
-            if name == b"connection" and b"close" in value.lower():
-                return False
         return True
 
     def _next_cycle(self, keep_alive: bool, now: float) -> None:

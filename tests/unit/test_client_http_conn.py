@@ -173,3 +173,11 @@ def test_random_responses_raise_only_protocol_errors(chunks: list[bytes]) -> Non
                     return
     except ProtocolError:
         pass
+
+
+def test_data_after_the_servers_fin_is_a_local_error() -> None:
+    conn = ClientHTTPConnection("1.1")
+    conn.send_request("GET", "/", HOST)
+    conn.receive_data(b"")
+    with pytest.raises(LocalProtocolError):
+        conn.receive_data(b"HTTP/1.1 200 OK\r\n")

@@ -471,3 +471,24 @@ def test_requests_h11_writes_are_read_back_intact(
     assert isinstance(request, RequestReceived)
     assert request.method == method
     assert body_of(events) == body
+
+
+def test_http10_keep_alive_then_fin_is_peer_closed() -> None:
+    conn = ServerHTTPConnection(LIMITS, 0.0)
+    conn.receive_data(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 0.0)
+    conn.receive_data(b"", 0.0)  # the client sent FIN right after its request
+    assert isinstance(conn.next_event(0.0), RequestReceived)
+    assert isinstance(conn.next_event(0.0), RequestCompleted)
+    conn.send_response(0.0, 200, [], b"")
+    assert isinstance(conn.next_event(0.0), PeerClosed)
+
+
+def test_misuse_is_a_local_error() -> None:
+    conn = ServerHTTPConnection(LIMITS, 0.0)
+    conn.receive_data(b"", 0.0)
+    with pytest.raises(LocalProtocolError):
+        conn.receive_data(b"GET", 0.0)
+    responding = ServerHTTPConnection(LIMITS, 0.0)
+    feed(responding, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n", bytewise=False)
+    with pytest.raises(LocalProtocolError):  # asked for the next request before answering
+        responding.next_event(0.0)
