@@ -20,6 +20,7 @@ from typing import Final
 import h11
 
 from handshake_lab.errors import LocalProtocolError, RemoteProtocolError
+from handshake_lab.http_events import NEED_DATA, BodyReceived, NeedData, PeerClosed
 
 Headers = list[tuple[bytes, bytes]]
 HTTP_VERSIONS: Final = ("1.0", "1.1")
@@ -34,27 +35,11 @@ class ResponseReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class BodyReceived:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class ResponseCompleted:
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class NeedData:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class PeerClosed:
-    """The server sent FIN before (any more of) a response."""
-
-
 ClientEvent = ResponseReceived | BodyReceived | ResponseCompleted | NeedData | PeerClosed
-NEED_DATA: Final = NeedData()
 
 
 class ClientHTTPConnection:

@@ -7,21 +7,14 @@ bytes mean is `ClientHTTPConnection`'s business.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import enum
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from client.http_conn import (
-    BodyReceived,
-    ClientHTTPConnection,
-    NeedData,
-    PeerClosed,
-    ResponseCompleted,
-    ResponseReceived,
-)
+from client.http_conn import ClientHTTPConnection, ResponseCompleted, ResponseReceived
+from handshake_lab.closing import Closing
+from handshake_lab.http_events import BodyReceived, NeedData, PeerClosed
 from handshake_lab.transport import TransportError
 from telemetry.events import Name
 
@@ -91,10 +84,7 @@ class ClientConnection:
         self.tracer = tracer
         self.core = ClientHTTPConnection(http_version)
         self.state = ConnState.NEW
-        self.linger_timeout_s = linger_timeout_s
-        self.opened = time.perf_counter()
-        self.peer_eof = False
-        self.aborted = False
+        self.closing = Closing(stream, tracer, linger_timeout_s)
         self.protocol = "none"
 
     async def exchange(
@@ -130,8 +120,7 @@ class ClientConnection:
             if type(event) is NeedData:
                 received = await self.stream.receive_some()
                 if not received:
-                    self.peer_eof = True
-                    self.tracer.emit(Name.EOF_RECEIVED, phase="response")
+                    self.closing.eof_received("response")
                 elif not first_byte:
                     first_byte = time.perf_counter()
                 self.core.receive_data(received)
@@ -184,54 +173,21 @@ class ClientConnection:
         return response
 
     async def close(self, reason: str) -> None:
-        """Close in TCP's order: whoever has not seen the other's FIN sends first.
-
-        When the server said it will close (HTTP/1.0, `Connection: close`), we wait for its
-        FIN first, so that the server is the active closer, as the protocol intends.
-        """
+        """Close in TCP's order. When the server said it will close (HTTP/1.0,
+        `Connection: close`), wait for its FIN first: the server is then the active
+        closer, as the protocol intends, and holds TIME_WAIT."""
         if self.state is ConnState.CLOSED:
             return
         self.state = ConnState.CLOSED
-        closed_by: str | None = None
-        try:
-            if not self.aborted:
-                if self.core.server_will_close and not self.peer_eof:
-                    await self._read_until_eof()
-                closed_by = "server" if self.peer_eof else "client"
-                await self.stream.send_eof()
-                self.tracer.emit(Name.FIN_SENT, reason=reason, active_closer=closed_by == "client")
-                if not self.peer_eof:
-                    await self._read_until_eof()
-        except TransportError:
-            self.stream.abort()
-        finally:
-            await self.stream.aclose()
-            self.tracer.emit(
-                Name.CONNECTION_CLOSED,
-                transport=self.stream.transport_name,
-                protocol=self.protocol,
-                closed_by=closed_by or ("server" if self.peer_eof else "client"),
-                reason=reason,
-                requests=self.core.requests,
-                lifetime_s=time.perf_counter() - self.opened,
-                bytes_received=self.stream.bytes_received,
-                bytes_sent=self.stream.bytes_sent,
-            )
-
-    async def _read_until_eof(self) -> None:
-        """Read (and drop) until the peer's FIN, for at most the linger timeout."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.linger_timeout_s):
-                while await self.stream.receive_some():
-                    pass
-                self.peer_eof = True
-                self.tracer.emit(Name.EOF_RECEIVED, phase="closing")
+        closing = self.closing
+        if not closing.aborted and self.core.server_will_close and not closing.peer_eof:
+            await closing.wait_for_peer_fin()
+        await closing.finish(reason, protocol=self.protocol, requests=self.core.requests)
 
     async def fail(self, kind: str) -> None:
         """The connection is broken: drop it (RST) and record the close with the reason.
 
         The error itself is reported once, by the request that met it.
         """
-        self.aborted = True
-        self.stream.abort()
+        self.closing.fail(kind)
         await self.close(kind)

@@ -9,33 +9,23 @@ turns our close into a RST), and ends in TIME_WAIT.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from email.utils import formatdate
 from typing import TYPE_CHECKING
 
+from handshake_lab.closing import Closing
 from handshake_lab.errors import RemoteProtocolError
+from handshake_lab.http_events import BodyReceived, NeedData, PeerClosed
 from handshake_lab.transport import TransportError
 from server.app import Request
-from server.http_conn import (
-    BodyReceived,
-    NeedData,
-    PeerClosed,
-    Phase,
-    RequestCompleted,
-    RequestReceived,
-    ServerHTTPConnection,
-)
-from telemetry.events import Level, Name
+from server.http_conn import Phase, RequestCompleted, RequestReceived, ServerHTTPConnection
+from telemetry.events import Level, Name, Role
 
 if TYPE_CHECKING:
     from handshake_lab.transport import Stream
     from server.app import App
     from server.config import ServerConfig
     from telemetry.bus import Tracer
-
-# Bytes we are willing to read and throw away while waiting for the peer's FIN.
-LINGER_DISCARD_LIMIT = 1024 * 1024
 
 
 class ConnectionHandler:
@@ -47,9 +37,7 @@ class ConnectionHandler:
         self.loop = asyncio.get_running_loop()
         self.core = ServerHTTPConnection(config.limits, self.loop.time())
         self._timeout: asyncio.Timeout | None = None
-        self.peer_eof = False
-        self.fin_sent = False
-        self.closed_by: str | None = None  # "server" or "client": who sent FIN first
+        self.closing = Closing(stream, tracer, config.linger_timeout_s)
         self.protocol = "none"
 
     def begin_drain(self) -> None:
@@ -60,7 +48,6 @@ class ConnectionHandler:
             self._timeout.reschedule(timer.deadline)
 
     async def run(self) -> None:
-        opened = time.perf_counter()
         self.tracer.emit(Name.CONNECTION_ACCEPTED, transport=self.stream.transport_name)
         try:
             await self._serve()
@@ -70,16 +57,18 @@ class ConnectionHandler:
             self.tracer.emit(
                 Name.CONNECTION_FAILED, Level.WARNING, kind=error.kind, reason=str(error)
             )
-            self.closed_by = self.closed_by or "client"
-            self.stream.abort()
+            self.closing.fail(error.kind)
         except asyncio.CancelledError:
             # Shutdown ran out of time for this connection.
-            self.closed_by = self.closed_by or "server"
             self.core.close_reason = "shutdown_timeout"
-            self.stream.abort()
+            self.closing.abort(Role.SERVER)
             raise
         finally:
-            await self._close(opened)
+            await self.closing.finish(
+                self.core.close_reason or "closed",
+                protocol=self.protocol,
+                requests=self.core.requests,
+            )
 
     async def _serve(self) -> None:
         core = self.core
@@ -97,8 +86,7 @@ class ConnectionHandler:
                     core.handle_timeout(self.loop.time())  # raises 408 if a request was cut short
                     return
                 if not data:
-                    self.peer_eof = True
-                    self.tracer.emit(Name.EOF_RECEIVED, phase=core.phase.value)
+                    self.closing.eof_received(core.phase.value)
                 core.receive_data(data, self.loop.time())
             elif type(event) is RequestReceived:
                 started = time.perf_counter()
@@ -178,7 +166,7 @@ class ConnectionHandler:
             await self._send(out)
         except TransportError as exc:
             self.tracer.emit(Name.CONNECTION_FAILED, Level.WARNING, kind=exc.kind, reason=str(exc))
-            self.stream.abort()
+            self.closing.fail(exc.kind)
             return
         self.tracer.emit(
             Name.RESPONSE_SENT,
@@ -190,53 +178,6 @@ class ConnectionHandler:
             duration_s=time.perf_counter() - started,
             keep_alive=False,
         )
-
-    async def _close(self, opened: float) -> None:
-        """Close in TCP's order and say who closed first; never raises."""
-        reason = self.core.close_reason or "closed"
-        if self.closed_by is None:
-            self.closed_by = "client" if self.peer_eof else "server"
-        try:
-            if not self.fin_sent:
-                await self.stream.send_eof()
-                self.fin_sent = True
-                self.tracer.emit(
-                    Name.FIN_SENT, reason=reason, active_closer=self.closed_by == "server"
-                )
-            if not self.peer_eof:
-                await self._linger()
-        except (TransportError, TimeoutError):
-            self.stream.abort()
-        except asyncio.CancelledError:
-            self.stream.abort()
-            raise
-        finally:
-            await self.stream.aclose()
-            self.tracer.emit(
-                Name.CONNECTION_CLOSED,
-                transport=self.stream.transport_name,
-                protocol=self.protocol,
-                closed_by=self.closed_by,
-                reason=reason,
-                requests=self.core.requests,
-                lifetime_s=time.perf_counter() - opened,
-                bytes_received=self.stream.bytes_received,
-                bytes_sent=self.stream.bytes_sent,
-            )
-
-    async def _linger(self) -> None:
-        """After our FIN, read until the peer's FIN (or give up), discarding what comes."""
-        discarded = 0
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.config.linger_timeout_s):
-                while discarded <= LINGER_DISCARD_LIMIT:
-                    data = await self.stream.receive_some()
-                    if not data:
-                        self.peer_eof = True
-                        self.tracer.emit(Name.EOF_RECEIVED, phase="closing")
-                        return
-                    discarded += len(data)
-        self.stream.abort()  # the peer never closed: drop it (RST) rather than wait on
 
 
 _date_cache: tuple[int, bytes] = (0, b"")

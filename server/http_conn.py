@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Final
 import h11
 
 from handshake_lab.errors import LocalProtocolError, RemoteProtocolError
+from handshake_lab.http_events import NEED_DATA, BodyReceived, NeedData, PeerClosed
 
 if TYPE_CHECKING:
     from server.config import HTTPLimits
@@ -61,27 +62,11 @@ class RequestReceived:
 
 
 @dataclass(frozen=True, slots=True)
-class BodyReceived:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class RequestCompleted:
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class NeedData:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class PeerClosed:
-    """The peer sent FIN with no request in progress: it closed first."""
-
-
 ServerEvent = RequestReceived | BodyReceived | RequestCompleted | NeedData | PeerClosed
-NEED_DATA: Final = NeedData()
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,10 @@ class Role(StrEnum):
     CLIENT = "client"
     SERVER = "server"
 
+    @property
+    def peer(self) -> Role:
+        return Role.SERVER if self is Role.CLIENT else Role.CLIENT
+
 
 class Level(StrEnum):
     DEBUG = "debug"

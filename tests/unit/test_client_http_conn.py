@@ -8,15 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client.http_conn import (
-    BodyReceived,
     ClientEvent,
     ClientHTTPConnection,
-    NeedData,
-    PeerClosed,
     ResponseCompleted,
     ResponseReceived,
 )
 from handshake_lab.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from handshake_lab.http_events import BodyReceived, NeedData, PeerClosed
 
 HOST = [(b"host", b"x")]
 

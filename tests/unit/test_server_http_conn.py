@@ -8,11 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from handshake_lab.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from handshake_lab.http_events import BodyReceived, NeedData, PeerClosed
 from server.config import HTTPLimits
 from server.http_conn import (
-    BodyReceived,
-    NeedData,
-    PeerClosed,
     Phase,
     RequestCompleted,
     RequestReceived,
