@@ -67,6 +67,7 @@ class HTTPClient:
         self.timeout_s = timeout_s
         self.linger_timeout_s = linger_timeout_s
         self._idle: dict[tuple[str, int], ClientConnection] = {}
+        self._closing: set[asyncio.Task[None]] = set()
         self.connections_opened = 0
 
     async def get(self, url: str, headers: Headers | None = None) -> Response:
@@ -133,8 +134,12 @@ class HTTPClient:
         if connection.state is ConnState.IDLE:
             self._idle[(host, port)] = connection
         else:
+            # The answer is complete: hand it over now, and let the close (waiting for the
+            # server's FIN) finish in the background; aclose() waits for it.
             reason = "http_1.0" if self.http_version == "1.0" else "server_asked_close"
-            await connection.close(reason)
+            closing = asyncio.create_task(connection.close(reason))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         return response
 
     async def _connect(self, host: str, port: int) -> ClientConnection:
@@ -183,10 +188,13 @@ class HTTPClient:
             ) from None
 
     async def aclose(self) -> None:
-        """Close every idle connection (the client sends FIN first: it is the active closer)."""
+        """Close every idle connection (the client sends FIN first: it is the active closer)
+        and wait for the closes still under way."""
         idle, self._idle = self._idle, {}
         for connection in idle.values():
             await connection.close("client_done")
+        while self._closing:
+            await asyncio.gather(*self._closing)
 
     async def __aenter__(self) -> Self:
         return self

@@ -49,6 +49,7 @@ class ConnectionHandler:
 
     async def run(self) -> None:
         self.tracer.emit(Name.CONNECTION_ACCEPTED, transport=self.stream.transport_name)
+        failure: str | None = None
         try:
             await self._serve()
         except RemoteProtocolError as error:
@@ -58,14 +59,14 @@ class ConnectionHandler:
                 Name.CONNECTION_FAILED, Level.WARNING, kind=error.kind, reason=str(error)
             )
             self.closing.fail(error.kind)
+            failure = error.kind
         except asyncio.CancelledError:
-            # Shutdown ran out of time for this connection.
-            self.core.close_reason = "shutdown_timeout"
+            failure = "shutdown_timeout"  # shutdown ran out of time for this connection
             self.closing.abort(Role.SERVER)
             raise
         finally:
             await self.closing.finish(
-                self.core.close_reason or "closed",
+                failure or self.core.close_reason or "closed",
                 protocol=self.protocol,
                 requests=self.core.requests,
             )

@@ -149,11 +149,15 @@ class TestDeadlines:
         writer.close()
         await writer.wait_closed()
         assert status_of(answer) == 408
+        async with HTTPClient() as client:  # and the server goes on serving
+            assert (await client.get(f"{loopback_server.url}/health")).status == 200
 
     async def test_dribbled_body_gets_408(self, loopback_server: RunningServer) -> None:
         raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly a bit"
         answer = await raw_exchange(loopback_server.port, raw)
         assert status_of(answer) == 408
+        async with HTTPClient() as client:
+            assert (await client.get(f"{loopback_server.url}/health")).status == 200
         registry = loopback_server.observed.metrics.registry
         await wait_until_closed(loopback_server)
         assert sample(registry, "handshake_lab_errors_total", kind="timeout") == 1
