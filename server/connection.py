@@ -17,6 +17,7 @@ from handshake_lab.closing import Closing
 from handshake_lab.errors import RemoteProtocolError
 from handshake_lab.http_events import BodyReceived, NeedData, PeerClosed
 from handshake_lab.transport import TransportError
+from handshake_lab.watchdog import Watchdog
 from server.app import Request
 from server.http_conn import Phase, RequestCompleted, RequestReceived, ServerHTTPConnection
 from telemetry.events import Level, Name, Role
@@ -36,7 +37,7 @@ class ConnectionHandler:
         self.tracer = tracer
         self.loop = asyncio.get_running_loop()
         self.core = ServerHTTPConnection(config.limits, self.loop.time())
-        self._timeout: asyncio.Timeout | None = None
+        self.watchdog = Watchdog()
         self.closing = Closing(stream, tracer, config.linger_timeout_s)
         self.protocol = "none"
 
@@ -44,8 +45,8 @@ class ConnectionHandler:
         """Shutdown asks us to finish: idle connections close now, busy ones after answering."""
         self.core.begin_drain(self.loop.time())
         timer = self.core.get_timer()
-        if self._timeout is not None and timer is not None:
-            self._timeout.reschedule(timer.deadline)
+        if timer is not None:
+            self.watchdog.move(timer.deadline)
 
     async def run(self) -> None:
         self.tracer.emit(Name.CONNECTION_ACCEPTED, transport=self.stream.transport_name)
@@ -65,6 +66,7 @@ class ConnectionHandler:
             self.closing.abort(Role.SERVER)
             raise
         finally:
+            self.watchdog.close()
             await self.closing.finish(
                 failure or self.core.close_reason or "closed",
                 protocol=self.protocol,
@@ -119,17 +121,14 @@ class ConnectionHandler:
         if timer is None:
             return await self.stream.receive_some()
         try:
-            async with asyncio.timeout_at(timer.deadline) as self._timeout:
-                return await self.stream.receive_some()
+            return await self.watchdog.wait(self.stream.receive_some(), timer.deadline)
         except TimeoutError:
             return None
-        finally:
-            self._timeout = None
 
     async def _send(self, data: bytes) -> None:
+        deadline = self.loop.time() + self.config.send_timeout_s
         try:
-            async with asyncio.timeout(self.config.send_timeout_s):
-                await self.stream.send_all(data)
+            await self.watchdog.wait(self.stream.send_all(data), deadline)
         except TimeoutError:
             raise TransportError("send_timeout", "peer stopped reading our response") from None
 

@@ -65,9 +65,10 @@ class Name(StrEnum):
         return self.value.split(".", 1)[0]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 4x, twice per request
 class Event:
-    """One thing that happened, with when, where and to which connection.
+    """One thing that happened, with when, where and to which connection. Sinks must not
+    change it.
 
     `ts` is wall-clock seconds (time.time()) so logs from several processes line up;
     durations are measured with a monotonic clock by the emitter and carried in `attrs`

@@ -10,11 +10,15 @@ never become labels (they are in the logs).
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from telemetry.events import KNOWN_METHODS, Name
+from telemetry.instruments import CounterVec, GaugeVec, HistogramVec, InstrumentCollector
 
-from telemetry.events import KNOWN_METHODS, Event, Name
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from telemetry.events import Event
 
 # From 25 µs (a loopback request) to 10 s (many round trips at 100 ms RTT).
 DURATION_BUCKETS_S: Final = (
@@ -23,6 +27,10 @@ DURATION_BUCKETS_S: Final = (
 )  # fmt: skip
 REQUESTS_PER_CONNECTION_BUCKETS: Final = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
 PREFIX: Final = "handshake_lab"
+# One count per failure: a failed connect is followed by its REQUEST_FAILED, not counted.
+ERROR_EVENTS: Final = frozenset(
+    {Name.REQUEST_REJECTED, Name.CONNECTION_FAILED, Name.REQUEST_FAILED}
+)
 
 
 def method_label(method: str) -> str:
@@ -30,7 +38,7 @@ def method_label(method: str) -> str:
 
 
 class Metrics:
-    """All of the lab's metrics in one registry. Use `metrics.observe` as a bus sink."""
+    """All of the lab's metrics, registered in `registry`. Use `metrics.observe` as a sink."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
@@ -39,108 +47,103 @@ class Metrics:
             "http_response_status_code",
             "network_protocol_version",
         ]
-        self.events = Counter(
+        self.events = CounterVec(
             f"{PREFIX}_events_total",
             "Telemetry events emitted, by name; equals the count of lines in the event log.",
             ["role", "event"],
-            registry=registry,
         )
-        self.connections_opened = Counter(
+        self.connections_opened = CounterVec(
             f"{PREFIX}_connections_opened_total",
             "TCP connections opened (accepted by the server, connected by the client).",
             ["role", "transport"],
-            registry=registry,
         )
-        self.connections_closed = Counter(
+        self.connections_closed = CounterVec(
             f"{PREFIX}_connections_closed_total",
             "TCP connections closed, by the protocol they carried and by who sent FIN first.",
             ["role", "transport", "protocol", "closed_by"],
-            registry=registry,
         )
-        self.connections_active = Gauge(
-            f"{PREFIX}_connections_active",
-            "TCP connections open now.",
-            ["role", "transport"],
-            registry=registry,
+        self.connections_active = GaugeVec(
+            f"{PREFIX}_connections_active", "TCP connections open now.", ["role", "transport"]
         )
-        self.requests_per_connection = Histogram(
+        self.requests_per_connection = HistogramVec(
             f"{PREFIX}_requests_per_connection",
             "HTTP requests carried by one connection before it closed (1 for HTTP/1.0).",
             ["role"],
-            buckets=REQUESTS_PER_CONNECTION_BUCKETS,
-            registry=registry,
+            REQUESTS_PER_CONNECTION_BUCKETS,
         )
-        self.connect_duration = Histogram(
+        self.connect_duration = HistogramVec(
             f"{PREFIX}_tcp_connect_duration_seconds",
             "Client: time from connect() to an established connection (one round trip).",
-            buckets=DURATION_BUCKETS_S,
-            registry=registry,
+            [],
+            DURATION_BUCKETS_S,
         )
-        self.received_bytes = Counter(
+        self.received_bytes = CounterVec(
             f"{PREFIX}_received_bytes_total",
             "Bytes read from TCP connections, counted when a connection closes.",
             ["role"],
-            registry=registry,
         )
-        self.sent_bytes = Counter(
+        self.sent_bytes = CounterVec(
             f"{PREFIX}_sent_bytes_total",
             "Bytes written to TCP connections, counted when a connection closes.",
             ["role"],
-            registry=registry,
         )
-        self.errors = Counter(
+        self.errors = CounterVec(
             f"{PREFIX}_errors_total",
             "Errors by kind (bad_request, header_too_large, timeout, reset, ...).",
             ["role", "kind"],
-            registry=registry,
         )
-        self.server_duration = Histogram(
+        self.server_duration = HistogramVec(
             "http_server_request_duration_seconds",
             "Server: from the request head received to the response written.",
             http_labels,
-            buckets=DURATION_BUCKETS_S,
-            registry=registry,
+            DURATION_BUCKETS_S,
         )
-        self.client_duration = Histogram(
+        self.client_duration = HistogramVec(
             "http_client_request_duration_seconds",
             "Client: from the request started (connect included when new) to the response read.",
             http_labels,
-            buckets=DURATION_BUCKETS_S,
-            registry=registry,
+            DURATION_BUCKETS_S,
+        )
+        registry.register(
+            InstrumentCollector(
+                [
+                    self.events,
+                    self.connections_opened,
+                    self.connections_closed,
+                    self.connections_active,
+                    self.requests_per_connection,
+                    self.connect_duration,
+                    self.received_bytes,
+                    self.sent_bytes,
+                    self.errors,
+                    self.server_duration,
+                    self.client_duration,
+                ]
+            )
         )
 
     def observe(self, event: Event) -> None:
         """The bus sink: turn one event into metric updates."""
-        role = event.role.value
+        role = event.role  # a StrEnum: usable as a label value as it is
         attrs = event.attrs
-        self.events.labels(role, event.name.value).inc()
-        match event.name:
-            case Name.CONNECTION_ACCEPTED | Name.CONNECT_COMPLETED:
-                transport = attrs["transport"]
-                self.connections_opened.labels(role, transport).inc()
-                self.connections_active.labels(role, transport).inc()
-                if event.name is Name.CONNECT_COMPLETED:
-                    self.connect_duration.observe(attrs["duration_s"])
-            case Name.CONNECTION_CLOSED:
-                transport = attrs["transport"]
-                self.connections_closed.labels(
-                    role, transport, attrs["protocol"], attrs["closed_by"]
-                ).inc()
-                self.connections_active.labels(role, transport).dec()
-                self.requests_per_connection.labels(role).observe(attrs["requests"])
-                self.received_bytes.labels(role).inc(attrs["bytes_received"])
-                self.sent_bytes.labels(role).inc(attrs["bytes_sent"])
-            case Name.RESPONSE_SENT | Name.RESPONSE_RECEIVED:
-                histogram = (
-                    self.server_duration
-                    if event.name is Name.RESPONSE_SENT
-                    else self.client_duration
-                )
-                histogram.labels(
-                    method_label(attrs["method"]), str(attrs["status"]), attrs["http_version"]
-                ).observe(attrs["duration_s"])
-            # One count per failure: a failed connect is followed by its REQUEST_FAILED.
-            case Name.REQUEST_REJECTED | Name.CONNECTION_FAILED | Name.REQUEST_FAILED:
-                self.errors.labels(role, attrs["kind"]).inc()
-            case _:
-                pass
+        name = event.name
+        self.events.inc((role, name))
+        if name is Name.RESPONSE_SENT or name is Name.RESPONSE_RECEIVED:  # the hot path
+            histogram = self.server_duration if name is Name.RESPONSE_SENT else self.client_duration
+            labels = (method_label(attrs["method"]), str(attrs["status"]), attrs["http_version"])
+            histogram.observe(labels, attrs["duration_s"])
+        elif name is Name.CONNECTION_ACCEPTED or name is Name.CONNECT_COMPLETED:
+            opened = (role, attrs["transport"])
+            self.connections_opened.inc(opened)
+            self.connections_active.add(opened, 1)
+            if name is Name.CONNECT_COMPLETED:
+                self.connect_duration.observe((), attrs["duration_s"])
+        elif name is Name.CONNECTION_CLOSED:
+            transport = attrs["transport"]
+            self.connections_closed.inc((role, transport, attrs["protocol"], attrs["closed_by"]))
+            self.connections_active.add((role, transport), -1)
+            self.requests_per_connection.observe((role,), attrs["requests"])
+            self.received_bytes.inc((role,), attrs["bytes_received"])
+            self.sent_bytes.inc((role,), attrs["bytes_sent"])
+        elif name in ERROR_EVENTS:
+            self.errors.inc((role, attrs["kind"]))

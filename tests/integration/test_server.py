@@ -218,7 +218,7 @@ async def test_http10_keep_alive_over_the_socket(loopback_server: RunningServer)
     two = b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /health HTTP/1.0\r\n\r\n"
     answer = await raw_exchange(loopback_server.port, two)
     assert answer.count(b"200 OK") == 2
-    assert b"Connection: keep-alive" in answer
+    assert b"connection: keep-alive" in answer.lower()
     await wait_until_closed(loopback_server)
     (closed,) = closed_events(loopback_server.observed, Role.SERVER)
     assert (closed["requests"], closed["reason"]) == (2, "http_1.0")

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from telemetry.bus import Bus, Tracer
 from telemetry.events import Event, Name, Role, format_address
-from telemetry.jsonlog import LogSink
+from telemetry.jsonlog import LogSink, event_to_dict, format_json
 from telemetry.metrics import Metrics
 from telemetry.timeline import Timeline
 from tests.helpers import sample
@@ -171,3 +171,19 @@ def test_unknown_methods_do_not_grow_the_label_set() -> None:
     count = "http_server_request_duration_seconds_count"
     assert sample(registry, count, http_request_method="_OTHER") == 2
     assert sample(registry, count, http_request_method="FOO") == 0
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event(Name.REQUEST_RECEIVED, Role.SERVER, 1795313119.123456, 3, "127.0.0.1:8080",
+              "[::1]:5000", attrs={"target": '/a"b\\c\n\u00e9', "index": 1, "ok": True}),
+        Event(Name.LISTENER_STARTED, Role.SERVER, 1.5, None, None, None),
+        Event(Name.RESPONSE_SENT, Role.CLIENT, 2.0, 9, None, None, attrs={"duration_s": 1e-05}),
+    ],
+)  # fmt: skip
+def test_fast_json_line_is_the_documented_object(event: Event) -> None:
+    line = format_json(event)
+    assert line.endswith("}\n")
+    assert line.count("\n") == 1  # a newline inside a value is escaped
+    assert json.loads(line) == event_to_dict(event)
