@@ -1,6 +1,6 @@
 """A minimal ASGI app for uvicorn: every request gets the body our `/` route sends.
 
-    uvicorn bench.asgi_app:app --http h11 --loop asyncio --host 127.0.0.1 --port 8000
+uvicorn bench.asgi_app:app --http h11 --loop asyncio --host 127.0.0.1 --port 8000
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -65,6 +66,25 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / CLOCK_TICKS
 
 
+def cpu_busy_seconds() -> dict[str, dict[int, float]]:
+    """Per CPU, seconds busy (user, system, irq) and stolen by the hypervisor, from /proc/stat.
+
+    Read before and after a run, they tell whether something else was using the CPUs
+    (the other engineers' tests on a shared machine, say) or the host took time away
+    from this virtual machine (steal).
+    """
+    busy, steal = {}, {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            ticks = [int(value) for value in values]
+            cpu = int(name[3:])
+            # user nice system idle iowait irq softirq steal
+            busy[cpu] = (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / CLOCK_TICKS
+            steal[cpu] = ticks[7] / CLOCK_TICKS
+    return {"busy": busy, "steal": steal}
+
+
 def install_sigterm_handler() -> None:
     """SIGTERM stops the benchmark like Ctrl-C does: through the `finally` blocks."""
 
@@ -89,6 +109,7 @@ class Processes:
         output: Path | None = None,
         stop_signal: int = signal.SIGTERM,
         cwd: Path = REPO_ROOT,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start `argv` pinned to `cpu`, stdout and stderr to `output` (or discarded)."""
         sink: IO[bytes] | int
@@ -100,6 +121,7 @@ class Processes:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
+                env=env,
                 start_new_session=True,
             )
         finally:
@@ -226,13 +248,49 @@ def machine_info() -> dict[str, Any]:
         "packages": packages,
         "wrk": _command_version(["wrk", "-v"]),
         "nginx": _command_version(["nginx", "-v"]),
+        "git": git_state(),
+    }
+
+
+def source_digest(root: Path = REPO_ROOT) -> str:
+    """SHA-256 (first 12 hex digits) of the code under test: every .py file of the packages.
+
+    Recorded with every run: other people edit this code while benchmarks run, and a
+    fresh server process per run would pick up their changes.
+    """
+    digest = hashlib.sha256()
+    for package in ("server", "client", "telemetry", "handshake_lab"):
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether the measured code differed from it."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        return done.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "source_sha256": source_digest(),
+        "modified": git(
+            "status", "--porcelain", "--", "server", "client", "telemetry", "handshake_lab"
+        ).splitlines(),
     }
 
 
 def write_json(out_dir: Path, stem: str, data: dict[str, Any]) -> Path:
     """Write `stem-<UTC time>.json` and `stem.json` (the latest) into `out_dir`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    text = json.dumps(data, indent=2, default=str) + "\n"
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = out_dir / f"{stem}-{stamp}.json"
     path.write_text(text)

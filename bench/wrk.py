@@ -51,7 +51,7 @@ class WrkResult:
 def run_wrk(
     url: str,
     *,
-    duration_s: float,
+    duration_s: int,
     connections: int = 50,
     threads: int = 1,
     headers: list[str] | None = None,
@@ -62,7 +62,7 @@ def run_wrk(
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
-        f"-d{duration_s:g}s",
+        f"-d{duration_s}s",
         "-s",
         str(REPORT_SCRIPT),
     ]

@@ -98,19 +98,29 @@ class TCPStream:
         self.bytes_received = 0
         self.bytes_sent = 0
 
+    # receive_some and send_all run for every request: a plain try costs nothing until
+    # something fails, the context manager a generator per call.
     async def receive_some(self, max_bytes: int = READ_SIZE) -> bytes:
-        with map_transport_errors():
+        try:
             data = await self._reader.read(max_bytes)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            with map_transport_errors():
+                raise exc
         self.bytes_received += len(data)
         return data
 
     async def send_all(self, data: bytes) -> None:
-        with map_transport_errors():
-            if self._writer.is_closing():
-                raise TransportError("closed", "write on a closed connection")
-            self._writer.write(data)
+        writer = self._writer
+        if writer.is_closing():
+            raise TransportError("closed", "write on a closed connection")
+        try:
+            writer.write(data)
             self.bytes_sent += len(data)
-            await self._writer.drain()
+            if writer.transport.get_write_buffer_size():  # else the kernel took it all
+                await writer.drain()
+        except OSError as exc:
+            with map_transport_errors():
+                raise exc
 
     async def send_eof(self) -> None:
         with map_transport_errors():

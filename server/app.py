@@ -62,6 +62,7 @@ class App:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        self._index_pages: dict[bytes, Response] = {}
         self._routes: dict[
             str, tuple[frozenset[str], Callable[[Request, dict[str, list[str]]], Response]]
         ] = {
@@ -86,11 +87,18 @@ class App:
         return handler(request, parse_qs(parts.query))
 
     def _index(self, request: Request, _query: dict[str, list[str]]) -> Response:
-        host = (request.header(b"host") or b"127.0.0.1:8080").decode("ascii", "replace")
-        text = INDEX_TEXT.format(
-            host=host, max_delay_ms=self.config.max_delay_ms, max_bytes=self.config.max_bytes
-        )
-        return _text(200, text.encode())
+        host = request.header(b"host") or b"127.0.0.1:8080"
+        page = self._index_pages.get(host)
+        if page is None:  # formatted once per Host value (and at most 64 of those)
+            text = INDEX_TEXT.format(
+                host=host.decode("ascii", "replace"),
+                max_delay_ms=self.config.max_delay_ms,
+                max_bytes=self.config.max_bytes,
+            )
+            page = _text(200, text.encode())
+            if len(self._index_pages) < 64:
+                self._index_pages[host] = page
+        return page
 
     def _echo(self, request: Request, _query: dict[str, list[str]]) -> Response:
         content_type = request.header(b"content-type") or b"application/octet-stream"

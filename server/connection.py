@@ -44,9 +44,9 @@ class ConnectionHandler:
     def begin_drain(self) -> None:
         """Shutdown asks us to finish: idle connections close now, busy ones after answering."""
         self.core.begin_drain(self.loop.time())
-        timer = self.core.get_timer()
-        if timer is not None:
-            self.watchdog.move(timer.deadline)
+        deadline = self.core.get_timer()
+        if deadline is not None:
+            self.watchdog.move(deadline)
 
     async def run(self) -> None:
         self.tracer.emit(Name.CONNECTION_ACCEPTED, transport=self.stream.transport_name)
@@ -117,11 +117,11 @@ class ConnectionHandler:
 
     async def _receive(self) -> bytes | None:
         """Read, or None when the core's timer fires first."""
-        timer = self.core.get_timer()
-        if timer is None:
+        deadline = self.core.get_timer()
+        if deadline is None:
             return await self.stream.receive_some()
         try:
-            return await self.watchdog.wait(self.stream.receive_some(), timer.deadline)
+            return await self.watchdog.wait(self.stream.receive_some(), deadline)
         except TimeoutError:
             return None
 

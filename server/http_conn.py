@@ -81,12 +81,6 @@ class RequestCompleted:
 ServerEvent = RequestReceived | BodyReceived | RequestCompleted | NeedData | PeerClosed
 
 
-@dataclass(frozen=True, slots=True)
-class Timer:
-    deadline: float
-    phase: Phase
-
-
 class ServerHTTPConnection:
     """One server-side connection's HTTP state.
 
@@ -174,12 +168,23 @@ class ServerHTTPConnection:
         version = event.http_version.decode("ascii")
         method = event.method.decode("ascii", "replace")
         target = event.target.decode("ascii", "replace")
-        head_bytes = (
-            len(event.method)
-            + len(event.target)
-            + 12
-            + sum(len(name) + len(value) + 4 for name, value in event.headers.raw_items())
-        )
+        # One pass over the fields: names lowercased, the head's size, the framing headers.
+        # (raw_items() is a list; iterating h11's Headers itself goes through a slow ABC.)
+        headers: Headers = []
+        head_bytes = len(event.method) + len(event.target) + 12
+        content_length: int | None = None
+        has_transfer_encoding = False
+        connection_tokens: set[bytes] = set()
+        for raw_name, value in event.headers.raw_items():
+            name = raw_name.lower()
+            headers.append((name, value))
+            head_bytes += len(raw_name) + len(value) + 4
+            if name == b"content-length":
+                content_length = int(value)  # h11 checked it is one decimal number
+            elif name == b"transfer-encoding":
+                has_transfer_encoding = True
+            elif name == b"connection":
+                connection_tokens.update(t.strip().lower() for t in value.split(b","))
         # The checks below run in order of what a client most needs to hear.
         if not version.startswith("1."):  # RFC 9110 §2.5: only the major version matters
             raise RemoteProtocolError(
@@ -191,22 +196,12 @@ class ServerHTTPConnection:
                 status_hint=431,
                 kind="header_too_large",
             )
-        if len(event.headers) > self.limits.max_header_count:
+        if len(headers) > self.limits.max_header_count:
             raise RemoteProtocolError(
-                f"{len(event.headers)} header fields, limit {self.limits.max_header_count}",
+                f"{len(headers)} header fields, limit {self.limits.max_header_count}",
                 status_hint=431,
                 kind="header_too_large",
             )
-        content_length: int | None = None
-        has_transfer_encoding = False
-        connection_tokens: set[bytes] = set()
-        for name, value in event.headers:  # h11 gives names lowercased
-            if name == b"content-length":
-                content_length = int(value)  # h11 checked it is one decimal number
-            elif name == b"transfer-encoding":
-                has_transfer_encoding = True
-            elif name == b"connection":
-                connection_tokens.update(t.strip().lower() for t in value.split(b","))
         if has_transfer_encoding and content_length is not None:
             # RFC 9112 §6.3 ¶3: a sign of smuggling; reject and close.
             raise RemoteProtocolError(
@@ -231,9 +226,7 @@ class ServerHTTPConnection:
         self._body_bytes = 0
         self.phase = Phase.EXPECT_BODY
         self._deadline = now + self.limits.body_timeout_s
-        self._request = RequestReceived(
-            method, target, version, list(event.headers), self.requests, head_bytes
-        )
+        self._request = RequestReceived(method, target, version, headers, self.requests, head_bytes)
         return self._request
 
     def _on_peer_closed(self) -> PeerClosed:
@@ -245,9 +238,9 @@ class ServerHTTPConnection:
 
     # --- timers --------------------------------------------------------------------------
 
-    def get_timer(self) -> Timer | None:
+    def get_timer(self) -> float | None:
         """When the adapter must call `handle_timeout()`, if nothing arrives before."""
-        return None if self._deadline is None else Timer(self._deadline, self.phase)
+        return self._deadline
 
     def handle_timeout(self, now: float) -> str:
         """The deadline passed. Returns the reason to close quietly (nothing was asked).

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import time
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from telemetry.events import Event
 
 
@@ -60,7 +63,18 @@ class LogSink:
         self.stream.flush()
 
 
-_encode = json.JSONEncoder(default=str).encode
+def _make_encoder() -> Callable[[dict[str, Any]], str]:
+    """JSONEncoder.encode builds a C encoder on every call; build it once (when the C
+    accelerator is there) for the same output: ASCII, ", " and ": ", str() as default."""
+    if c_make_encoder is None:  # pragma: no cover (pure-Python json)
+        return json.JSONEncoder(default=str).encode
+    encoder = c_make_encoder(
+        None, str, encode_basestring_ascii, None, ": ", ", ", False, False, True
+    )
+    return lambda obj: "".join(encoder(obj, 0))
+
+
+_encode = _make_encoder()
 
 
 def format_json(event: Event) -> str:

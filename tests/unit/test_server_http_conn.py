@@ -341,12 +341,11 @@ def test_send_response_without_a_request_is_a_local_error() -> None:
 
 def test_silent_connection_closes_quietly_at_the_header_deadline() -> None:
     conn = ServerHTTPConnection(LIMITS, now=100.0)
-    timer = conn.get_timer()
-    assert timer is not None
-    assert timer.deadline == 100.0 + LIMITS.header_timeout_s
+    deadline = conn.get_timer()
+    assert deadline == 100.0 + LIMITS.header_timeout_s
     with pytest.raises(LocalProtocolError):
-        conn.handle_timeout(timer.deadline - 0.1)
-    assert conn.handle_timeout(timer.deadline) == "idle_timeout"
+        conn.handle_timeout(deadline - 0.1)
+    assert conn.handle_timeout(deadline) == "idle_timeout"
     assert conn.get_timer() is None
 
 
@@ -355,11 +354,10 @@ def test_dribbled_head_gets_408_by_the_deadline_counted_from_accept() -> None:
     for second in range(9):  # one byte a second never moves the deadline
         conn.receive_data(b"G", float(second))
         assert isinstance(conn.next_event(float(second)), NeedData)
-    timer = conn.get_timer()
-    assert timer is not None
-    assert timer.deadline == LIMITS.header_timeout_s
+    deadline = conn.get_timer()
+    assert deadline == LIMITS.header_timeout_s
     with pytest.raises(RemoteProtocolError) as caught:
-        conn.handle_timeout(timer.deadline)
+        conn.handle_timeout(deadline)
     assert (caught.value.status_hint, caught.value.kind) == (408, "timeout")
 
 
@@ -368,30 +366,27 @@ def test_dribbled_body_gets_408() -> None:
     feed(
         conn, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab", bytewise=False, now=1.0
     )
-    timer = conn.get_timer()
-    assert timer is not None
-    assert timer.deadline == 1.0 + LIMITS.body_timeout_s
+    deadline = conn.get_timer()
+    assert deadline == 1.0 + LIMITS.body_timeout_s
     with pytest.raises(RemoteProtocolError) as caught:
-        conn.handle_timeout(timer.deadline)
+        conn.handle_timeout(deadline)
     assert caught.value.status_hint == 408
 
 
 def test_keep_alive_timeout_after_a_response() -> None:
     conn = ServerHTTPConnection(LIMITS, now=0.0)
     respond(conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now=3.0)
-    timer = conn.get_timer()
-    assert timer is not None
-    assert timer.deadline == 3.0 + LIMITS.keep_alive_timeout_s
-    assert conn.handle_timeout(timer.deadline) == "keep_alive_timeout"
+    deadline = conn.get_timer()
+    assert deadline == 3.0 + LIMITS.keep_alive_timeout_s
+    assert conn.handle_timeout(deadline) == "keep_alive_timeout"
 
 
 def test_next_request_head_deadline_starts_at_its_first_byte() -> None:
     conn = ServerHTTPConnection(LIMITS, now=0.0)
     respond(conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", now=1.0)
     conn.receive_data(b"GET", 2.5)
-    timer = conn.get_timer()
-    assert timer is not None
-    assert timer.deadline == 2.5 + LIMITS.header_timeout_s
+    deadline = conn.get_timer()
+    assert deadline == 2.5 + LIMITS.header_timeout_s
 
 
 def test_no_timer_while_the_application_answers() -> None:
@@ -403,9 +398,9 @@ def test_no_timer_while_the_application_answers() -> None:
 def test_drain_closes_an_idle_connection_and_finishes_a_busy_one() -> None:
     idle = ServerHTTPConnection(LIMITS, now=0.0)
     idle.begin_drain(5.0)
-    timer = idle.get_timer()
-    assert timer is not None
-    assert idle.handle_timeout(timer.deadline) == "shutdown"
+    deadline = idle.get_timer()
+    assert deadline is not None
+    assert idle.handle_timeout(deadline) == "shutdown"
 
     busy = ServerHTTPConnection(LIMITS, now=0.0)
     feed(busy, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytewise=False)
