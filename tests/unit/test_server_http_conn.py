@@ -484,3 +484,23 @@ def test_misuse_is_a_local_error() -> None:
     feed(responding, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\n", bytewise=False)
     with pytest.raises(LocalProtocolError):  # asked for the next request before answering
         responding.next_event(0.0)
+
+
+@pytest.mark.parametrize(
+    "field",
+    [(b"bad name", b"x"), (b"x-ok", b"a\r\nSet-Cookie: injected"), (b"x-ok", b"nul\x00")],
+)
+def test_response_header_injection_is_refused(field: tuple[bytes, bytes]) -> None:
+    conn = ServerHTTPConnection(LIMITS, 0.0)
+    feed(conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytewise=False)
+    for _ in range(2):  # a bad field is never remembered as checked
+        with pytest.raises(LocalProtocolError):
+            conn.send_response(0.0, 200, [field], b"")
+
+
+@pytest.mark.parametrize("status", [101, 204, 304])
+def test_statuses_this_writer_does_not_frame_are_refused(status: int) -> None:
+    conn = ServerHTTPConnection(LIMITS, 0.0)
+    feed(conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytewise=False)
+    with pytest.raises(LocalProtocolError):
+        conn.send_response(0.0, status, [], b"")
