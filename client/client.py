@@ -66,7 +66,8 @@ class HTTPClient:
         self.http_version = http_version
         self.timeout_s = timeout_s
         self.linger_timeout_s = linger_timeout_s
-        self._idle: dict[tuple[str, int], ClientConnection] = {}
+        # Idle keep-alive connections per origin; concurrent requests each take their own.
+        self._idle: dict[tuple[str, int], list[ClientConnection]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.connections_opened = 0
 
@@ -87,7 +88,8 @@ class HTTPClient:
         if not any(name.lower() == b"user-agent" for name, _ in all_headers):
             all_headers.append((b"user-agent", b"handshake-lab"))
         started = time.perf_counter()
-        connection = self._idle.pop((host, port), None)
+        idle = self._idle.get((host, port))
+        connection = idle.pop() if idle else None
         try:
             if connection is None:
                 connection = await self._connect(host, port)
@@ -131,8 +133,14 @@ class HTTPClient:
                 reason=str(error),
             )
             raise RequestError(error.kind, str(error)) from error
+        except asyncio.CancelledError:
+            # The caller gave up (a timeout around us, Ctrl-C): the connection is in an
+            # unknown state, so drop it, record it, and let the cancellation go on.
+            if connection is not None and connection.state is not ConnState.CLOSED:
+                await connection.fail("cancelled")
+            raise
         if connection.state is ConnState.IDLE:
-            self._idle[(host, port)] = connection
+            self._idle.setdefault((host, port), []).append(connection)
         else:
             # The answer is complete: hand it over now, and let the close (waiting for the
             # server's FIN) finish in the background; aclose() waits for it.
@@ -191,8 +199,9 @@ class HTTPClient:
         """Close every idle connection (the client sends FIN first: it is the active closer)
         and wait for the closes still under way."""
         idle, self._idle = self._idle, {}
-        for connection in idle.values():
-            await connection.close("client_done")
+        for connections in idle.values():
+            for connection in connections:
+                await connection.close("client_done")
         while self._closing:
             await asyncio.gather(*self._closing)
 

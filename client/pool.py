@@ -84,7 +84,7 @@ class ClientConnection:
         self.tracer = tracer
         self.core = ClientHTTPConnection(http_version)
         self.state = ConnState.NEW
-        self.closing = Closing(stream, tracer, linger_timeout_s)
+        self.closing = Closing(stream, tracer, linger_timeout_s, flush_timeout_s=linger_timeout_s)
         self.protocol = "none"
 
     async def exchange(

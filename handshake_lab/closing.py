@@ -28,10 +28,13 @@ LINGER_DISCARD_LIMIT: Final = 1024 * 1024
 class Closing:
     """The closing half of one connection's life: FINs, RSTs, and the closed event."""
 
-    def __init__(self, stream: Stream, tracer: Tracer, linger_timeout_s: float) -> None:
+    def __init__(
+        self, stream: Stream, tracer: Tracer, linger_timeout_s: float, flush_timeout_s: float
+    ) -> None:
         self.stream = stream
         self.tracer = tracer
         self.linger_timeout_s = linger_timeout_s
+        self.flush_timeout_s = flush_timeout_s  # for what we wrote to leave, before our FIN
         self.opened = time.perf_counter()
         self.peer_eof = False
         self.aborted = False
@@ -85,7 +88,8 @@ class Closing:
             if not self.aborted:
                 if self.closed_by is None:
                     self.closed_by = self.role
-                await self.stream.send_eof()
+                async with asyncio.timeout(self.flush_timeout_s):
+                    await self.stream.send_eof()
                 self.tracer.emit(
                     Name.FIN_SENT, reason=reason, active_closer=self.closed_by is self.role
                 )
@@ -94,18 +98,25 @@ class Closing:
                     self.abort(self.role)
         except TransportError as error:
             self.fail(error.kind)
+        except TimeoutError:  # the peer stopped reading what we still had to send
+            self.abort(self.role)
         except asyncio.CancelledError:
             self.abort(self.role)
             raise
         finally:
-            await self.stream.aclose()
-            self.tracer.emit(
-                Name.CONNECTION_CLOSED,
-                transport=self.stream.transport_name,
-                closed_by=(self.closed_by or self.role).value,
-                reason=reason,
-                lifetime_s=time.perf_counter() - self.opened,
-                bytes_received=self.stream.bytes_received,
-                bytes_sent=self.stream.bytes_sent,
-                **fields,
-            )
+            try:
+                await self.stream.aclose(self.linger_timeout_s)
+            finally:
+                self._emit_closed(reason, fields)
+
+    def _emit_closed(self, reason: str, fields: dict[str, Any]) -> None:
+        self.tracer.emit(
+            Name.CONNECTION_CLOSED,
+            transport=self.stream.transport_name,
+            closed_by=(self.closed_by or self.role).value,
+            reason=reason,
+            lifetime_s=time.perf_counter() - self.opened,
+            bytes_received=self.stream.bytes_received,
+            bytes_sent=self.stream.bytes_sent,
+            **fields,
+        )

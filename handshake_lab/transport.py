@@ -47,10 +47,12 @@ class Stream(Protocol):
     async def send_all(self, data: bytes) -> None: ...
 
     async def send_eof(self) -> None:
-        """Half-close: send FIN, keep reading."""
+        """Half-close: send what is buffered, then FIN; keep reading."""
         ...
 
-    async def aclose(self) -> None: ...
+    async def aclose(self, timeout_s: float = 2.0) -> None:
+        """Close (flushing what is buffered); drop the connection if that takes longer."""
+        ...
 
     def abort(self) -> None:
         """Drop the connection at once (RST when data is unread)."""
@@ -123,16 +125,27 @@ class TCPStream:
                 raise exc
 
     async def send_eof(self) -> None:
+        writer = self._writer
         with map_transport_errors():
-            if self._writer.can_write_eof() and not self._writer.is_closing():
-                self._writer.write_eof()
-                await self._writer.drain()
+            if writer.can_write_eof() and not writer.is_closing():
+                # drain() normally returns below a low-water mark; at the end we wait for
+                # every byte to leave, so that nothing still buffered is lost to a RST.
+                writer.transport.set_write_buffer_limits(high=0)
+                writer.write_eof()
+                await writer.drain()
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout_s: float = 2.0) -> None:
         self._writer.close()
-        # The peer may already be gone; closing is best effort by nature.
-        with contextlib.suppress(OSError, asyncio.CancelledError):
-            await self._writer.wait_closed()
+        # close() flushes what is buffered first: a peer that never reads would hold us
+        # for ever, so after timeout_s the connection is dropped instead.
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._writer.wait_closed()
+        except (OSError, TimeoutError):
+            self.abort()
+        except asyncio.CancelledError:
+            self.abort()
+            raise
 
     def abort(self) -> None:
         transport = self._writer.transport

@@ -74,7 +74,10 @@ class App:
         }
 
     def handle(self, request: Request) -> Response:
-        parts = urlsplit(request.target)
+        try:
+            parts = urlsplit(request.target)
+        except ValueError:  # e.g. "//[": h11 accepts it, urlsplit does not
+            return _text(400, b"cannot parse the request target\n")
         route = self._routes.get(parts.path)
         if route is None:
             return _text(404, b"not found; GET / lists what there is\n")

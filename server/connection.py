@@ -38,23 +38,28 @@ class ConnectionHandler:
         self.loop = asyncio.get_running_loop()
         self.core = ServerHTTPConnection(config.limits, self.loop.time())
         self.watchdog = Watchdog()
-        self.closing = Closing(stream, tracer, config.linger_timeout_s)
+        self._reading = False  # waiting for the peer's bytes (not writing ours)
+        self.closing = Closing(stream, tracer, config.linger_timeout_s, config.send_timeout_s)
         self.protocol = "none"
 
     def begin_drain(self) -> None:
         """Shutdown asks us to finish: idle connections close now, busy ones after answering."""
         self.core.begin_drain(self.loop.time())
         deadline = self.core.get_timer()
-        if deadline is not None:
+        # Only a read waits on the core's deadline; a response still being written keeps
+        # its own (send) deadline and is finished first.
+        if deadline is not None and self._reading:
             self.watchdog.move(deadline)
 
     async def run(self) -> None:
         self.tracer.emit(Name.CONNECTION_ACCEPTED, transport=self.stream.transport_name)
         failure: str | None = None
         try:
-            await self._serve()
-        except RemoteProtocolError as error:
-            await self._reject(error)
+            try:
+                await self._serve()
+            except RemoteProtocolError as error:
+                # (nested, so that a cancellation while answering is handled below)
+                await self._reject(error)
         except TransportError as error:
             self.tracer.emit(
                 Name.CONNECTION_FAILED, Level.WARNING, kind=error.kind, reason=str(error)
@@ -65,6 +70,10 @@ class ConnectionHandler:
             failure = "shutdown_timeout"  # shutdown ran out of time for this connection
             self.closing.abort(Role.SERVER)
             raise
+        except Exception as exc:  # a bug of ours: report it, drop this connection, serve on
+            failure = "internal_error"
+            self.tracer.emit(Name.CONNECTION_FAILED, Level.ERROR, kind=failure, reason=f"{exc!r}")
+            self.closing.abort(Role.SERVER)
         finally:
             self.watchdog.close()
             await self.closing.finish(
@@ -120,10 +129,13 @@ class ConnectionHandler:
         deadline = self.core.get_timer()
         if deadline is None:
             return await self.stream.receive_some()
+        self._reading = True
         try:
             return await self.watchdog.wait(self.stream.receive_some(), deadline)
         except TimeoutError:
             return None
+        finally:
+            self._reading = False
 
     async def _send(self, data: bytes) -> None:
         deadline = self.loop.time() + self.config.send_timeout_s

@@ -103,6 +103,7 @@ class ServerHTTPConnection:
         self._keep_alive_10 = False  # an HTTP/1.0 request asked for keep-alive
         self._client_closes = False  # the request said `Connection: close`
         self._continue_sent = False
+        self._method = ""  # of the request being read, known before it is accepted
         self._outgoing = bytearray()
         self._peer_eof = False
 
@@ -167,7 +168,7 @@ class ServerHTTPConnection:
 
     def _on_request(self, event: h11.Request, now: float) -> RequestReceived:
         version = event.http_version.decode("ascii")
-        method = event.method.decode("ascii", "replace")
+        method = self._method = event.method.decode("ascii", "replace")
         target = event.target.decode("ascii", "replace")
         # One pass over the fields: names lowercased, the head's size, the framing headers.
         # (raw_items() is a list; iterating h11's Headers itself goes through a slow ABC.)
@@ -335,6 +336,7 @@ class ServerHTTPConnection:
 
     def _next_cycle(self, keep_alive: bool, now: float) -> None:
         self._request = None
+        self._method = ""
         if not keep_alive:
             self.phase = Phase.CLOSED
             self._deadline = None
@@ -356,7 +358,7 @@ class ServerHTTPConnection:
         It must go out whatever state the request reached, even a request line that
         never parsed.
         """
-        method = self._request.method if self._request is not None else ""
+        method = self._method  # set before our checks, so a refused HEAD gets no body either
         self._request = None
         self.phase = Phase.CLOSED
         self._deadline = None

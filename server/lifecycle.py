@@ -88,6 +88,11 @@ class Server:
             handler.begin_drain()  # accepted in the instant shutdown began
         try:
             await handler.run()
+        except asyncio.CancelledError:
+            # Shutdown cancelled it and run() has closed and reported it. This is the
+            # outermost frame of asyncio's callback task, whose cancellation Python 3.11
+            # would log as an error.
+            pass
         finally:
             del self._handlers[task]
 

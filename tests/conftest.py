@@ -66,9 +66,12 @@ class RunningServer:
         return self.server.port
 
 
-def make_config(**limits: float) -> ServerConfig:
-    """A loopback config on a free port; keyword arguments override HTTP limits."""
-    return ServerConfig(host="127.0.0.1", port=0, limits=HTTPLimits(**limits))  # type: ignore[arg-type]
+def make_config(**settings: float) -> ServerConfig:
+    """A loopback config on a free port; keywords override HTTPLimits or ServerConfig fields."""
+    limit_names = set(HTTPLimits.__dataclass_fields__)
+    limits = {k: v for k, v in settings.items() if k in limit_names}
+    rest = {k: v for k, v in settings.items() if k not in limit_names}
+    return ServerConfig(host="127.0.0.1", port=0, limits=HTTPLimits(**limits), **rest)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from typing import TYPE_CHECKING
 
 import pytest
@@ -268,3 +270,85 @@ async def test_graceful_shutdown_finishes_in_flight_and_closes_idle(
     assert reasons == ["shutdown", "shutdown"]
     completed = observed.timeline.named(Name.SHUTDOWN_COMPLETED)
     assert completed[0].attrs["cancelled"] == 0
+
+
+async def test_an_unparsable_target_is_a_400_not_a_crash(loopback_server: RunningServer) -> None:
+    raw = b"GET //[ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    assert status_of(await raw_exchange(loopback_server.port, raw)) == 400
+    async with HTTPClient() as client:
+        assert (await client.get(f"{loopback_server.url}/health")).status == 200
+    await wait_until_closed(loopback_server)
+    failed = loopback_server.observed.timeline.named(Name.CONNECTION_FAILED)
+    assert failed == []
+
+
+async def test_shutdown_finishes_a_response_still_being_written(
+    loopback_server: RunningServer,
+) -> None:
+    size = 8_000_000
+    reader, writer = await asyncio.open_connection("127.0.0.1", loopback_server.port)
+    writer.write(b"GET /bytes?n=%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+    head = await reader.readuntil(b"\r\n\r\n")
+    # 8 MB do not fit in the socket buffers: the server is still writing when shutdown starts.
+    shutdown = asyncio.create_task(loopback_server.server.shutdown(timeout_s=10))
+    received = 0
+    while received < size:
+        chunk = await reader.read(65536)
+        if not chunk:
+            break
+        received += len(chunk)
+    await shutdown
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    assert status_of(head) == 200
+    assert received == size
+    failures = loopback_server.observed.timeline.named(Name.CONNECTION_FAILED)
+    assert failures == []
+
+
+@pytest.mark.parametrize("server_limits", [{"send_timeout_s": 1.0, "linger_timeout_s": 0.5}])
+async def test_a_peer_that_sends_fin_and_never_reads_is_dropped_in_bounded_time(
+    loopback_server: RunningServer,
+) -> None:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(sock, ("127.0.0.1", loopback_server.port))
+    await loop.sock_sendall(sock, b"GET /bytes?n=4000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+    sock.shutdown(socket.SHUT_WR)
+    try:
+        async with asyncio.timeout(3):
+            while not loopback_server.server.accepted:  # noqa: ASYNC110 (a bounded poll)
+                await asyncio.sleep(0.01)
+        # send_timeout_s bounds a peer that stops reading, also after its FIN.
+        await wait_until_closed(loopback_server, timeout_s=5)
+    finally:
+        sock.close()
+    closes = closed_events(loopback_server.observed, Role.SERVER)
+    assert len(closes) == 1
+
+
+async def test_concurrent_requests_each_get_a_connection_and_all_are_closed(
+    loopback_server: RunningServer,
+) -> None:
+    observed = loopback_server.observed
+    async with HTTPClient(observed.bus) as client:
+        url = f"{loopback_server.url}/delay?ms=50"
+        responses = await asyncio.gather(*(client.get(url) for _ in range(3)))
+        again = await client.get(url)  # one of the three idle connections is reused
+    assert len({r.conn_id for r in responses}) == 3
+    assert again.reused
+    assert client.connections_opened == 3
+    assert len(closed_events(observed, Role.CLIENT)) == 3
+
+
+async def test_a_cancelled_request_closes_its_connection(loopback_server: RunningServer) -> None:
+    observed = loopback_server.observed
+    async with HTTPClient(observed.bus) as client:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.get(f"{loopback_server.url}/delay?ms=2000"), 0.1)
+    (closed,) = closed_events(observed, Role.CLIENT)
+    assert closed["reason"] == "cancelled"
+    await wait_until_closed(loopback_server)

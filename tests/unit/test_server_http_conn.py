@@ -504,3 +504,14 @@ def test_statuses_this_writer_does_not_frame_are_refused(status: int) -> None:
     feed(conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytewise=False)
     with pytest.raises(LocalProtocolError):
         conn.send_response(0.0, status, [], b"")
+
+
+def test_a_head_refused_by_our_own_checks_gets_no_body() -> None:
+    conn = ServerHTTPConnection(LIMITS, 0.0)
+    raw = b"HEAD / HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(11))
+    with pytest.raises(RemoteProtocolError) as caught:
+        feed(conn, raw + b"\r\n", bytewise=False)
+    answer = conn.error_response(caught.value)
+    response, _ = parse_response(answer, method=b"HEAD")
+    assert response.status_code == 431
+    assert answer.endswith(b"\r\n\r\n")
