@@ -494,7 +494,9 @@ async def test_client_against_http_server_http10_answers(tmp_path: Path) -> None
         assert client.connections_opened == 2
 
     closes = timeline.named(Name.CONNECTION_CLOSED, Role.CLIENT)
-    assert [e.conn_id for e in closes] == [first.conn_id, second.conn_id]
+    # (closes finish in the background, so their order is not fixed)
+    assert len(closes) == 2
+    assert {e.conn_id for e in closes} == {first.conn_id, second.conn_id}
     for event in closes:
         assert event.attrs["closed_by"] == "server"  # it said 1.0: it closes, we follow
         assert event.attrs["requests"] == 1

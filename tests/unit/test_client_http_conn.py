@@ -179,3 +179,25 @@ def test_data_after_the_servers_fin_is_a_local_error() -> None:
     conn.receive_data(b"")
     with pytest.raises(LocalProtocolError):
         conn.receive_data(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_an_invalid_request_header_is_a_local_error() -> None:
+    conn = ClientHTTPConnection("1.1")
+    with pytest.raises(LocalProtocolError):
+        conn.send_request("GET", "/", [*HOST, (b"bad name", b"x")])
+
+
+def test_next_cycle_before_the_response_is_a_local_error() -> None:
+    conn = ClientHTTPConnection("1.1")
+    conn.send_request("GET", "/", HOST)
+    with pytest.raises(LocalProtocolError):
+        conn.start_next_cycle()
+
+
+def test_fin_after_a_closing_response_is_peer_closed() -> None:
+    conn = ClientHTTPConnection("1.1")
+    conn.send_request("GET", "/", HOST)
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    assert isinstance(read_all(conn, raw, bytewise=False)[-1], ResponseCompleted)
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), PeerClosed)

@@ -515,3 +515,22 @@ def test_a_head_refused_by_our_own_checks_gets_no_body() -> None:
     response, _ = parse_response(answer, method=b"HEAD")
     assert response.status_code == 431
     assert answer.endswith(b"\r\n\r\n")
+
+
+def test_current_request_is_the_one_being_answered() -> None:
+    conn = ServerHTTPConnection(LIMITS, 0.0)
+    assert conn.current_request is None
+    feed(conn, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n", bytewise=False)
+    assert conn.current_request is not None
+    assert conn.current_request.target == "/x"
+    conn.send_response(0.0, 200, [], b"")
+    assert conn.current_request is None
+
+
+def test_many_distinct_header_values_stay_valid_and_bounded() -> None:
+    limits = HTTPLimits(max_requests_per_connection=10_000)
+    conn = ServerHTTPConnection(limits, 0.0)
+    for n in range(1100):  # more distinct fields than the remembered set holds
+        feed(conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytewise=False)
+        response, _ = parse_response(conn.send_response(0.0, 200, [(b"x-n", b"%d" % n)], b""))
+        assert dict(response.headers)[b"x-n"] == b"%d" % n
