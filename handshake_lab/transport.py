@@ -69,22 +69,24 @@ _KINDS: Final = {
 }
 
 
+def as_transport_error(exc: OSError | asyncio.IncompleteReadError) -> TransportError:
+    """What the OS or asyncio raised, as one `TransportError` with a bounded kind."""
+    if isinstance(exc, asyncio.IncompleteReadError):
+        return TransportError("eof", "connection closed mid-read")
+    if isinstance(exc, TimeoutError):
+        return TransportError("timeout", "timed out")
+    if isinstance(exc, socket.gaierror):
+        return TransportError("name_lookup", f"name lookup failed: {exc.strerror}")
+    return TransportError(_KINDS.get(exc.errno or 0, "os_error"), exc.strerror or str(exc))
+
+
 @contextlib.contextmanager
 def map_transport_errors() -> Iterator[None]:
-    """Turn what the OS and asyncio raise into one `TransportError`."""
+    """Raise what the OS and asyncio raise inside as one `TransportError`."""
     try:
         yield
-    except TransportError:
-        raise
-    except TimeoutError as exc:
-        raise TransportError("timeout", "timed out") from exc
-    except socket.gaierror as exc:
-        raise TransportError("name_lookup", f"name lookup failed: {exc.strerror}") from exc
-    except asyncio.IncompleteReadError as exc:
-        raise TransportError("eof", "connection closed mid-read") from exc
-    except OSError as exc:
-        kind = _KINDS.get(exc.errno or 0, "os_error")
-        raise TransportError(kind, exc.strerror or str(exc)) from exc
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        raise as_transport_error(exc) from exc
 
 
 class TCPStream:
@@ -106,8 +108,7 @@ class TCPStream:
         try:
             data = await self._reader.read(max_bytes)
         except (OSError, asyncio.IncompleteReadError) as exc:
-            with map_transport_errors():
-                raise exc
+            raise as_transport_error(exc) from exc
         self.bytes_received += len(data)
         return data
 
@@ -121,8 +122,7 @@ class TCPStream:
             if writer.transport.get_write_buffer_size():  # else the kernel took it all
                 await writer.drain()
         except OSError as exc:
-            with map_transport_errors():
-                raise exc
+            raise as_transport_error(exc) from exc
 
     async def send_eof(self) -> None:
         writer = self._writer
