@@ -55,10 +55,9 @@ from bench.common import (
     VENV_BIN,
     Processes,
     free_port,
-    install_sigterm_handler,
     log,
-    machine_info,
     percentile,
+    start_results,
     wait_until_serving,
     write_json,
 )
@@ -411,19 +410,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    install_sigterm_handler()
-    info = machine_info()
     if args.client_cpu is not None:
         os.sched_setaffinity(0, {args.client_cpu})
-    log(
-        f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}; "
-        f"clients on CPU {args.client_cpu}, server on CPU {args.server_cpu}"
+    results = start_results(
+        "client_latency",
+        args,
+        f"clients on CPU {args.client_cpu}, server on CPU {args.server_cpu}",
+        omit=("out", "client_list"),
     )
-    results: dict[str, Any] = {
-        "benchmark": "client_latency",
-        "machine": info,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "client_list")},
-    }
     samples: dict[str, list[float]] = {}
     interrupted = False
     with tempfile.TemporaryDirectory(prefix="hl-bench-") as tmp, Processes() as processes:

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Self
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    import argparse
+    from collections.abc import Collection, Sequence
     from types import FrameType, TracebackType
 
 HOST: Final = "127.0.0.1"
@@ -285,6 +286,18 @@ def git_state() -> dict[str, Any]:
             "status", "--porcelain", "--", "server", "client", "telemetry", "handshake_lab"
         ).splitlines(),
     }
+
+
+def start_results(
+    benchmark: str, args: argparse.Namespace, placement: str, omit: Collection[str]
+) -> dict[str, Any]:
+    """The common start of a benchmark run: SIGTERM handled, the machine described in the
+    log, and the results skeleton with the settings (all of `args` but `omit`)."""
+    install_sigterm_handler()
+    info = machine_info()
+    log(f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}; {placement}")
+    settings = {key: value for key, value in vars(args).items() if key not in omit}
+    return {"benchmark": benchmark, "machine": info, "settings": settings}
 
 
 def write_json(out_dir: Path, stem: str, data: dict[str, Any]) -> Path:

@@ -47,10 +47,9 @@ from bench.common import (
     cpu_busy_seconds,
     cpu_seconds,
     free_port,
-    install_sigterm_handler,
     log,
-    machine_info,
     source_digest,
+    start_results,
     wait_until_serving,
     write_json,
 )
@@ -425,20 +424,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    install_sigterm_handler()
-    info = machine_info()
-    log(
-        f"{info['nproc']} CPUs ({info['cpu_model']}), Python {info['python']}; "
-        f"server on CPU {args.server_cpu}, wrk on CPU {args.wrk_cpu}"
+    results = start_results(
+        "server_throughput",
+        args,
+        f"server on CPU {args.server_cpu}, wrk on CPU {args.wrk_cpu}",
+        omit=("out", "mode_list", "config_list"),
     )
-    results: dict[str, Any] = {
-        "benchmark": "server_throughput",
-        "machine": info,
-        "settings": {
-            key: value
-            for key, value in vars(args).items()
-            if key not in ("out", "mode_list", "config_list")
-        },
+    results |= {
         "labels": LABELS,
         "context": [],
         "runs": [],
