@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from server.app import App, Request
+from server.app import App, Request, Response
 from server.config import ServerConfig
 
 CONTENT_TYPE: Final = b"text/plain; charset=utf-8"
@@ -18,7 +18,9 @@ CONTENT_TYPE: Final = b"text/plain; charset=utf-8"
 def index_body(host: str = "127.0.0.1:50000") -> bytes:
     """What GET / on our server answers, for that Host header."""
     request = Request("GET", "/", "1.1", [(b"host", host.encode())], b"")
-    return App(ServerConfig()).handle(request).body
+    response = App(ServerConfig()).handle(request)
+    assert isinstance(response, Response)
+    return response.body
 
 
 BODY: Final = index_body()

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 import h11
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from server.app import App, Request
+from server.app import App, Request, Response
 from server.config import HTTPLimits, ServerConfig
 from server.http_conn import RequestCompleted, ServerHTTPConnection
 from telemetry.bus import Bus, Tracer
@@ -133,7 +133,9 @@ def http_cases() -> dict[str, Callable[[], object]]:
     app = App(config)
     headers = [(b"host", b"127.0.0.1:50000"), (b"user-agent", b"wrk"), (b"accept", b"*/*")]
     request = Request("GET", "/", "1.1", headers, b"")
-    body = app.handle(request).body
+    response = app.handle(request)
+    assert isinstance(response, Response)
+    body = response.body
     date = formatdate(time.time(), usegmt=True).encode()
     response_headers = [(b"date", date), (b"content-type", b"text/plain; charset=utf-8")]
 

@@ -5,7 +5,9 @@ Theory of operation
 Sans-I/O, like the server's core: `send_request()` returns the bytes of a whole request,
 `receive_data()` takes what was read, `next_event()` says what the server answered.
 After a response, `reusable` says whether the connection may carry another request
-(HTTP/1.1 keep-alive) and `start_next_cycle()` makes it ready.
+(HTTP/1.1 keep-alive) and `start_next_cycle()` makes it ready. A `101 Switching
+Protocols` answer to a request with `Upgrade` ends HTTP on the connection: `switched`
+turns true and `trailing_data` holds what the server sent after the 101 (WebSocket frames).
 
 h11 writes only HTTP/1.1 request lines. For the HTTP/1.0 lesson we rewrite the version in
 the line we send (RFC 9112 §3: `method SP target SP HTTP-version`); h11 still frames the
@@ -114,6 +116,14 @@ class ClientHTTPConnection:
                     event.http_version.decode("ascii"),
                     list(event.headers),
                 )
+            case h11.InformationalResponse() if event.status_code == 101:
+                # h11 switches only when our request proposed it (RFC 9110 §7.8).
+                return ResponseReceived(
+                    101,
+                    event.reason.decode("latin-1"),
+                    event.http_version.decode("ascii"),
+                    list(event.headers),
+                )
             case h11.InformationalResponse():
                 return self.next_event()  # 100 Continue and friends: not the answer
             case h11.Data():
@@ -124,6 +134,16 @@ class ClientHTTPConnection:
                 return PeerClosed()
             case _:  # NEED_DATA, or PAUSED which a client never reaches between requests
                 return NEED_DATA
+
+    @property
+    def switched(self) -> bool:
+        """The server answered 101: the connection speaks the upgraded protocol now."""
+        return self._h11.their_state is h11.SWITCHED_PROTOCOL
+
+    @property
+    def trailing_data(self) -> bytes:
+        """After a 101: the bytes that followed it, for the next protocol to read first."""
+        return bytes(self._h11.trailing_data[0])
 
     @property
     def reusable(self) -> bool:

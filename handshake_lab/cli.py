@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from client.__main__ import add_get_arguments, run_get
+from client.ws_cli import add_ws_arguments, run_ws
 from handshake_lab import __version__
 from handshake_lab.demo import add_demo_arguments, run_demo
 from server.__main__ import add_arguments as add_server_arguments
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_arguments(server)
     server.set_defaults(func=run_server)
 
-    client = commands.add_parser("client", help="HTTP requests with a timing breakdown")
+    client = commands.add_parser("client", help="HTTP requests with a timing breakdown; WebSockets")
     client_commands = client.add_subparsers(dest="client_command", metavar="COMMAND", required=True)
     get = client_commands.add_parser(
         "get",
@@ -48,6 +49,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_get_arguments(get)
     get.set_defaults(func=run_get)
+    ws = client_commands.add_parser(
+        "ws",
+        help="open a WebSocket: the upgrade handshake shown, then messages both ways",
+        description="Open a WebSocket (RFC 6455) and show the upgrade as a lesson: the key "
+        "sent, the accept value expected and what the server answered. Then send and "
+        "receive messages: scripted (--send, --receive, --count) or interactive (lines "
+        "from stdin).",
+    )
+    add_ws_arguments(ws)
+    ws.set_defaults(func=run_ws)
     return parser
 
 

@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import sys
 
+from handshake_lab.ws_conn import WSLimits
 from server.config import HTTPLimits, ServerConfig
 from server.lifecycle import Server, serve_until_signalled
 from telemetry.setup import Telemetry, add_telemetry_arguments
 
 DEFAULTS = ServerConfig()
 LIMITS = HTTPLimits()
+WS = WSLimits()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +92,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="on SIGINT/SIGTERM, wait at most S seconds for requests in "
         "flight (default: %(default)s)",
     )
+    ws = parser.add_argument_group("WebSocket (/ws/echo, /ws/ticker, /ws/chat)")
+    ws.add_argument(
+        "--ws-ping-interval",
+        type=float,
+        default=WS.ping_interval_s,
+        metavar="S",
+        help="ping each WebSocket S seconds after its last pong; 0 turns keepalive "
+        "pings off (default: %(default)s)",
+    )
+    ws.add_argument(
+        "--ws-ping-timeout",
+        type=float,
+        default=WS.ping_timeout_s,
+        metavar="S",
+        help="close with 1011 when a ping's pong is S seconds late (default: %(default)s)",
+    )
+    ws.add_argument(
+        "--ws-idle-timeout",
+        type=float,
+        default=WS.idle_timeout_s,
+        metavar="S",
+        help="close with 1000 after S seconds without a message either way; 0: never "
+        "(default: %(default)s)",
+    )
+    ws.add_argument(
+        "--ws-max-message",
+        type=int,
+        default=WS.max_message_bytes,
+        metavar="BYTES",
+        help="close with 1009 when a message is larger (after decompression) "
+        "(default: %(default)s)",
+    )
+    ws.add_argument(
+        "--ws-close-timeout",
+        type=float,
+        default=WS.close_timeout_s,
+        metavar="S",
+        help="after our Close frame, wait S seconds for the peer's (default: %(default)s)",
+    )
     add_telemetry_arguments(parser, metrics_port=9464)
 
 
@@ -103,11 +144,19 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         keep_alive_timeout_s=args.keep_alive_timeout,
         max_requests_per_connection=args.max_requests_per_connection,
     )
+    ws = WSLimits(
+        max_message_bytes=args.ws_max_message,
+        ping_interval_s=args.ws_ping_interval,
+        ping_timeout_s=args.ws_ping_timeout,
+        idle_timeout_s=args.ws_idle_timeout,
+        close_timeout_s=args.ws_close_timeout,
+    )
     return ServerConfig(
         host=args.host,
         port=args.port,
         backlog=args.backlog,
         limits=limits,
+        ws=ws,
         shutdown_timeout_s=args.shutdown_timeout,
     )
 

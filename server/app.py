@@ -1,7 +1,9 @@
 """The routes: pure functions from a request to a response, no I/O.
 
 `/delay` does not sleep here: it returns a response with `delay_s`, and the adapter waits.
-Every number a client can choose is bounded, and no route reads a file.
+A WebSocket path answers with an `Upgrade` (or `UpgradeRefused`) instead of a response;
+the adapter switches protocols and runs its handler. Every number a client can choose is
+bounded, and no route reads a file.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 from urllib.parse import parse_qs, urlsplit
 
+from server.websocket import Upgrade, UpgradeRefused, WebSocketRoutes
+from server.ws_demo import WS_DEMO_PAGE
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -17,6 +22,7 @@ if TYPE_CHECKING:
 
 Headers = list[tuple[bytes, bytes]]
 TEXT: Final = b"text/plain; charset=utf-8"
+HTML: Final = b"text/html; charset=utf-8"
 
 INDEX_TEXT: Final = """\
 handshake-lab: watch connections happen.
@@ -27,6 +33,9 @@ Try, and watch the server's event log as you do:
   curl -d 'hello' http://{host}/echo       POST body echoed back
   curl http://{host}/delay?ms=200          a slow answer (at most {max_delay_ms} ms)
   curl -o /dev/null http://{host}/bytes?n=100000   N bytes (at most {max_bytes})
+  handshake-lab client ws ws://{host}/ws/echo            WebSocket: type lines, get them back
+  handshake-lab client ws --receive 5 ws://{host}/ws/ticker  the server pushes, unasked
+  open http://{host}/ws-demo in a browser                 both, from the browser
   handshake-lab client get --count 3 http://{host}/          3 requests, 1 handshake
   handshake-lab client get --count 3 --http1.0 http://{host}/ 3 requests, 3 handshakes
 Metrics are on their own port (see --metrics-port), not here.
@@ -71,13 +80,20 @@ class App:
             "/echo": (frozenset({"POST", "PUT"}), self._echo),
             "/delay": (frozenset({"GET", "HEAD"}), self._delay),
             "/bytes": (frozenset({"GET", "HEAD"}), self._bytes),
+            "/ws-demo": (
+                frozenset({"GET", "HEAD"}),
+                lambda _r, _q: Response(200, WS_DEMO_PAGE, [(b"content-type", HTML)]),
+            ),
         }
+        self.websocket = WebSocketRoutes(config)
 
-    def handle(self, request: Request) -> Response:
+    def handle(self, request: Request) -> Response | Upgrade | UpgradeRefused:
         try:
             parts = urlsplit(request.target)
         except ValueError:  # e.g. "//[": h11 accepts it, urlsplit does not
             return _text(400, b"cannot parse the request target\n")
+        if self.websocket.handles(parts.path):
+            return self.websocket.upgrade(request, parts.path, parse_qs(parts.query))
         route = self._routes.get(parts.path)
         if route is None:
             return _text(404, b"not found; GET / lists what there is\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from handshake_lab.ws_conn import WSLimits
+
 
 @dataclass(frozen=True, slots=True)
 class HTTPLimits:
@@ -30,6 +32,7 @@ class ServerConfig:
     port: int = 8080
     backlog: int = 511
     limits: HTTPLimits = field(default_factory=HTTPLimits)
+    ws: WSLimits = field(default_factory=WSLimits)
     # After we send FIN, how long we keep reading for the peer's FIN before closing.
     linger_timeout_s: float = 2.0
     # A peer that stops reading our response is dropped after this long.

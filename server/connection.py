@@ -18,14 +18,18 @@ from handshake_lab.errors import RemoteProtocolError
 from handshake_lab.http_events import BodyReceived, NeedData, PeerClosed
 from handshake_lab.transport import TransportError
 from handshake_lab.watchdog import Watchdog
-from server.app import Request
+from handshake_lab.ws_conn import WebSocketConnection
+from handshake_lab.ws_session import WebSocketSession
+from server.app import Request, Response
 from server.http_conn import Phase, RequestCompleted, RequestReceived, ServerHTTPConnection
+from server.websocket import UpgradeRefused
 from telemetry.events import Level, Name, Role
 
 if TYPE_CHECKING:
     from handshake_lab.transport import Stream
     from server.app import App
     from server.config import ServerConfig
+    from server.websocket import Upgrade
     from telemetry.bus import Tracer
 
 
@@ -41,9 +45,14 @@ class ConnectionHandler:
         self._reading = False  # waiting for the peer's bytes (not writing ours)
         self.closing = Closing(stream, tracer, config.linger_timeout_s, config.send_timeout_s)
         self.protocol = "none"
+        self.websocket: WebSocketSession | None = None  # once the connection has upgraded
 
     def begin_drain(self) -> None:
-        """Shutdown asks us to finish: idle connections close now, busy ones after answering."""
+        """Shutdown asks us to finish: idle connections close now, busy ones after answering,
+        WebSockets with Close 1001."""
+        if self.websocket is not None:
+            self.websocket.begin_drain()
+            return
         self.core.begin_drain(self.loop.time())
         deadline = self.core.get_timer()
         # Only a read waits on the core's deadline; a response still being written keeps
@@ -76,6 +85,8 @@ class ConnectionHandler:
             self.closing.abort(Role.SERVER)
         finally:
             self.watchdog.close()
+            if self.websocket is not None and failure is None:
+                failure = f"websocket_closed_{self.websocket.core.close_code or 1006}"
             await self.closing.finish(
                 failure or self.core.close_reason or "closed",
                 protocol=self.protocol,
@@ -118,7 +129,7 @@ class ConnectionHandler:
             elif type(event) is RequestCompleted:
                 assert request is not None
                 await self._respond(request, b"".join(body), started)
-                if core.phase is Phase.CLOSED:
+                if core.phase is Phase.CLOSED or core.phase is Phase.SWITCHED:
                     return
             else:
                 assert type(event) is PeerClosed
@@ -147,21 +158,79 @@ class ConnectionHandler:
     async def _respond(self, event: RequestReceived, body: bytes, started: float) -> None:
         request = Request(event.method, event.target, event.http_version, event.headers, body)
         response = self.app.handle(request)
+        if not isinstance(response, Response):
+            await self._websocket(event, response, started)
+            return
         if response.delay_s > 0:
             await asyncio.sleep(response.delay_s)
         headers = [(b"date", _http_date()), *(response.headers or [])]
         out = self.core.send_response(self.loop.time(), response.status, headers, response.body)
         await self._send(out)
+        self._response_sent(event, response.status, len(response.body), started)
+
+    def _response_sent(
+        self, event: RequestReceived, status: int, size: int, started: float
+    ) -> None:
         self.tracer.emit(
             Name.RESPONSE_SENT,
             method=event.method,
-            status=response.status,
+            status=status,
             http_version=event.http_version,
             index=event.index,
-            bytes=len(response.body),
+            bytes=size,
             duration_s=time.perf_counter() - started,
-            keep_alive=self.core.phase is not Phase.CLOSED,
+            keep_alive=self.core.phase is Phase.EXPECT_REQUEST
+            or self.core.phase is Phase.EXPECT_HEAD,
         )
+
+    async def _websocket(
+        self, event: RequestReceived, answer: Upgrade | UpgradeRefused, started: float
+    ) -> None:
+        """A WebSocket path: refuse the upgrade (and close), or switch and serve it."""
+        emit = self.tracer.emit
+        emit(Name.WS_UPGRADE_REQUESTED, path=answer.path, http_version=event.http_version)
+        if isinstance(answer, UpgradeRefused):
+            emit(
+                Name.WS_UPGRADE_REFUSED,
+                Level.WARNING,
+                path=answer.path,
+                status=answer.status,
+                kind=answer.kind,
+                reason=answer.reason,
+            )
+            headers = [(b"date", _http_date()), *answer.headers]
+            # Closed after: the bytes after a refused upgrade may be WebSocket frames.
+            out = self.core.send_response(
+                self.loop.time(), answer.status, headers, answer.body, close_reason=answer.kind
+            )
+            await self._send(out)
+            self._response_sent(event, answer.status, len(answer.body), started)
+            return
+        await self._send(self.core.switch_protocols([(b"date", _http_date()), *answer.headers]))
+        self._response_sent(event, 101, 0, started)
+        self.protocol = "websocket"
+        emit(
+            Name.WS_UPGRADE_ACCEPTED,
+            path=answer.path,
+            extensions=answer.deflate.name if answer.deflate else "",
+            origin=answer.origin,
+        )
+        core = WebSocketConnection(
+            client=False,
+            limits=self.config.ws,
+            now=self.loop.time(),
+            deflate=answer.deflate,
+            trailing_data=self.core.trailing_data,
+        )
+        self.websocket = WebSocketSession(
+            self.stream,
+            core,
+            self.tracer,
+            self.closing,
+            send_timeout_s=self.config.send_timeout_s,
+            path=answer.path,
+        )
+        await self.websocket.serve(answer.handler)
 
     async def _reject(self, error: RemoteProtocolError) -> None:
         request = self.core.current_request

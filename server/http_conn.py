@@ -18,6 +18,8 @@ Our rules over h11's:
 - HTTP/1.0 keep-alive, which h11 does not do: when a 1.0 request asks for it, the answer
   says `Connection: keep-alive` and a fresh h11 connection takes over the bytes left.
 - A cap on requests per connection, after which we close (and are the active closer).
+- Switching protocols (RFC 9110 §15.2.2): `switch_protocols()` writes the 101, and the
+  bytes the client sent after its request (`trailing_data`) go to the next protocol.
 
 h11 parses every request; responses are written here, by a few lines of bytes formatting
 (`_response_head`). Every framing decision is already ours (Content-Length always, no body
@@ -61,6 +63,7 @@ class Phase(enum.Enum):
     EXPECT_HEAD = "expect_head"  # some bytes of a head, not all
     EXPECT_BODY = "expect_body"  # head done, body coming
     RESPONDING = "responding"  # request complete, the application answers
+    SWITCHED = "switched"  # 101 sent: the connection speaks another protocol now
     CLOSED = "closed"  # response sent with close, or peer gone
 
 
@@ -106,6 +109,7 @@ class ServerHTTPConnection:
         self._method = ""  # of the request being read, known before it is accepted
         self._outgoing = bytearray()
         self._peer_eof = False
+        self.trailing_data = b""  # after switch_protocols(): the next protocol's first bytes
 
     def _new_h11(self) -> h11.Connection:
         # h11's own limit bounds memory while a head is incomplete; ours covers the rest.
@@ -285,12 +289,21 @@ class ServerHTTPConnection:
         if self.phase is Phase.EXPECT_REQUEST:
             self._deadline = now
 
-    def send_response(self, now: float, status: int, headers: Headers, body: bytes) -> bytes:
+    def send_response(
+        self,
+        now: float,
+        status: int,
+        headers: Headers,
+        body: bytes,
+        *,
+        close_reason: str | None = None,
+    ) -> bytes:
         """The whole response to the current request, as bytes to write.
 
         Adds Server, Content-Length and the Connection header our policy calls for (the
         adapter adds Date: the core reads no clock), leaves the body out for HEAD, and
-        prepares the connection for the next request.
+        prepares the connection for the next request. `close_reason`, when given, closes
+        the connection after this response whatever the policy would say.
 
         Raises:
             LocalProtocolError: no request to answer, a status this writer does not
@@ -302,6 +315,8 @@ class ServerHTTPConnection:
             raise LocalProtocolError(f"status {status} is not one this server sends")
         request = self._request
         keep_alive = self._keep_alive()
+        if keep_alive and close_reason is not None:
+            keep_alive, self.close_reason = False, close_reason
         connection: bytes | None
         if not keep_alive:
             connection = b"close"
@@ -318,6 +333,25 @@ class ServerHTTPConnection:
         head = _response_head(status, headers, len(body), connection)
         self._next_cycle(keep_alive, now)
         return head if request.method == "HEAD" else head + body
+
+    def switch_protocols(self, headers: Headers) -> bytes:
+        """The `101 Switching Protocols` answer to the current request; HTTP ends here.
+
+        Returns:
+            The response head to write. What the client sent after its request is in
+            `trailing_data`, for the next protocol to read first.
+
+        Raises:
+            LocalProtocolError: no complete request to answer.
+        """
+        if self.phase is not Phase.RESPONDING or self._request is None:
+            raise LocalProtocolError(f"no request to answer in phase {self.phase.value}")
+        self.trailing_data = self._h11.trailing_data[0]
+        self._request = None
+        self.phase = Phase.SWITCHED
+        self._deadline = None
+        self.close_reason = "switched_protocols"
+        return _response_head(101, headers, None, None)
 
     def _keep_alive(self) -> bool:
         """May this connection carry another request? Sets `close_reason` when not."""
@@ -372,7 +406,7 @@ class ServerHTTPConnection:
 
 
 def _response_head(
-    status: int, headers: Headers, content_length: int, connection: bytes | None
+    status: int, headers: Headers, content_length: int | None, connection: bytes | None
 ) -> bytes:
     """RFC 9112 §4 status-line, then §5 field lines, then the empty line."""
     lines = [b"HTTP/1.1 %d %s\r\nserver: %s\r\n" % (status, REASONS.get(status, b""), SERVER_NAME)]
@@ -385,7 +419,8 @@ def _response_head(
                 _valid_fields.clear()
             _valid_fields.add(field)
         lines.append(b"%s: %s\r\n" % field)
-    lines.append(b"content-length: %d\r\n" % content_length)
+    if content_length is not None:  # (None: a 101, which has no body, RFC 9110 §15.2)
+        lines.append(b"content-length: %d\r\n" % content_length)
     if connection is not None:
         lines.append(b"connection: %s\r\n" % connection)
     lines.append(b"\r\n")

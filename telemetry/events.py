@@ -1,4 +1,4 @@
-"""The one event vocabulary shared by server, client and (later) TLS, kernel and wire.
+"""The one event vocabulary shared by server, client, WebSocket and (later) TLS, kernel, wire.
 
 Theory of operation: every step of a connection is one `Event`. Its `name` follows
 `<layer>.<thing>.<past verb>` (timed phases end in `.started/.completed/.failed`), so the
@@ -56,6 +56,19 @@ class Name(StrEnum):
     RESPONSE_RECEIVED = "http.response.received"
     REQUEST_FAILED = "http.request.failed"
     REQUEST_RETRIED = "http.request.retried"
+    # WebSocket (RFC 6455): the upgrade, then messages and control frames.
+    WS_UPGRADE_REQUESTED = "ws.upgrade.requested"
+    WS_UPGRADE_ACCEPTED = "ws.upgrade.accepted"
+    WS_UPGRADE_REFUSED = "ws.upgrade.refused"
+    WS_MESSAGE_SENT = "ws.message.sent"
+    WS_MESSAGE_RECEIVED = "ws.message.received"
+    WS_PING_SENT = "ws.ping.sent"
+    WS_PING_RECEIVED = "ws.ping.received"
+    WS_PONG_RECEIVED = "ws.pong.received"
+    WS_CLOSE_SENT = "ws.close.sent"
+    WS_CLOSE_RECEIVED = "ws.close.received"
+    WS_CONNECTION_FAILED = "ws.connection.failed"  # the peer broke the protocol or a limit
+    WS_CONNECTION_CLOSED = "ws.connection.closed"
     # Lifecycle of the server process.
     SHUTDOWN_STARTED = "app.shutdown.started"
     SHUTDOWN_COMPLETED = "app.shutdown.completed"

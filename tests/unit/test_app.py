@@ -13,7 +13,9 @@ APP = App(ServerConfig(max_delay_ms=1000, max_bytes=1000))
 def call(
     method: str, target: str, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None
 ) -> Response:
-    return APP.handle(Request(method, target, "1.1", headers or [(b"host", b"lab:1")], body))
+    response = APP.handle(Request(method, target, "1.1", headers or [(b"host", b"lab:1")], body))
+    assert isinstance(response, Response)
+    return response
 
 
 def test_index_tells_what_to_try_with_the_request_host() -> None:

@@ -1,0 +1,516 @@
+"""One WebSocket connection after the upgrade (RFC 6455 §5-7): our policy on top of wsproto.
+
+Theory of operation
+-------------------
+wsproto frames, masks and unmasks, decodes UTF-8 incrementally and checks the framing
+rules (masking by direction, reserved bits, control frames short and unfragmented, close
+codes). It hands over message *pieces* as bytes arrive. This class is sans-I/O like our
+HTTP cores (bytes in, events out, time passed in) and adds what a server facing strangers,
+and a lab that wants to show what happened, needs:
+
+- Whole messages. Pieces are assembled into one `MessageReceived`, with the count of
+  frames it came in (fragmentation made visible).
+- A message size limit that holds early. wsproto's extension hooks see each frame's
+  header before its payload: a frame that *declares* more than the limit is refused with
+  1009 at once, without reading (or waiting for) its body. Decompression is bounded too,
+  so a small permessage-deflate frame cannot inflate into gigabytes.
+- Failures as errors. A protocol violation raises `RemoteProtocolError` with the close
+  code to send (1002, 1007, 1009); `fail()` writes that Close frame, and the connection
+  is then closed without waiting for the peer's answer (RFC 6455 §7.1.7).
+- Timers, read from `get_timer()` and run by `handle_timeout()`: a keepalive ping every
+  `ping_interval_s`, closed with 1011 when its pong is late; an idle close when no message
+  went either way for `idle_timeout_s`; a bound on the close handshake; and drain (1001)
+  at shutdown.
+- Who closed, with which code: `close_code`, `close_reason`, `closed_by` ("local" or
+  "peer", the side that sent the first Close frame).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Ping,
+    Pong,
+    TextMessage,
+)
+from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
+from wsproto.utilities import LocalProtocolError as WsprotoLocalError
+
+from handshake_lab.errors import LocalProtocolError, RemoteProtocolError
+from handshake_lab.http_events import NEED_DATA, NeedData, PeerClosed
+
+if TYPE_CHECKING:
+    from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+
+NORMAL: Final = 1000
+GOING_AWAY: Final = 1001
+NO_STATUS: Final = 1005  # RFC 6455 §7.4.1: a Close frame without a code
+ABNORMAL: Final = 1006  # RFC 6455 §7.4.1: the TCP connection ended without a Close frame
+PING_TIMEOUT: Final = 1011  # as the websockets library does for a missed keepalive pong
+# The bounded error kinds (metric labels) for the close codes a peer's fault earns.
+ERROR_KINDS: Final = {
+    1002: "ws_protocol_error",
+    1007: "ws_invalid_payload",
+    1009: "ws_message_too_big",
+}
+PING_PAYLOAD: Final = struct.Struct("!Q")  # our keepalive pings carry a counter
+
+
+@dataclass(frozen=True, slots=True)
+class WSLimits:
+    """What one WebSocket may ask of us, and how long it may stay quiet."""
+
+    max_message_bytes: int = 1024 * 1024
+    ping_interval_s: float = 20.0  # 0: no keepalive pings
+    ping_timeout_s: float = 20.0
+    idle_timeout_s: float = 300.0  # no message either way for this long: close (0: never)
+    close_timeout_s: float = 5.0  # to wait for the peer's Close after ours
+
+
+class WSState(enum.Enum):
+    OPEN = "open"
+    LOCAL_CLOSING = "local_closing"  # we sent Close, waiting for the peer's
+    CLOSED = "closed"  # Close frames went both ways, or the connection failed
+
+
+# --- events --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    data: str | bytes  # str for a text message, bytes for a binary one
+    size: int  # payload bytes after decompression (UTF-8 bytes for text)
+    frames: int  # 1 unless the peer fragmented the message
+    compressed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived:
+    payload: bytes  # the pong, with the same payload, is in data_to_send()
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    payload: bytes
+    rtt_s: float | None  # None for a pong that answers no ping of ours
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceived:
+    code: int
+    reason: str
+    initiated_by_peer: bool  # else it answers our Close; our answer is in data_to_send()
+
+
+@dataclass(frozen=True, slots=True)
+class PingSent:
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseSent:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CloseTimedOut:
+    """We sent Close and the peer's did not come in time: give up on the handshake."""
+
+
+WSEvent = (
+    MessageReceived
+    | PingReceived
+    | PongReceived
+    | CloseReceived
+    | PingSent
+    | CloseSent
+    | CloseTimedOut
+    | NeedData
+    | PeerClosed
+)
+
+
+# --- the message limit, inside wsproto's frame decoder ---------------------------------------
+
+
+class MessageLimit(Extension):
+    """Refuses a message over the limit as soon as a frame header says it will be.
+
+    Never negotiated: wsproto calls every extension it is given for every frame, which
+    makes its hooks the place where each frame's header is seen before its payload.
+    Placed after permessage-deflate, it counts the payload as decompressed.
+    """
+
+    name = "x-handshake-lab-message-limit"
+
+    def __init__(self, max_message_bytes: int) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.wire_bytes = 0  # declared payload of the message's frames so far
+        self.message_bytes = 0  # payload delivered (decompressed) so far
+        self.frames = 0
+        self.compressed = False  # RSV1 on the message's first frame (permessage-deflate)
+        self._in_control = False
+        self.refusal = ""
+
+    def enabled(self) -> bool:
+        return True
+
+    def offer(self) -> bool:
+        return False  # never offered in a handshake
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        self._in_control = opcode.iscontrol()
+        if not self._in_control:
+            if opcode is not Opcode.CONTINUATION:
+                self.wire_bytes = self.message_bytes = self.frames = 0
+                self.compressed = rsv.rsv1
+            self.frames += 1
+            self.wire_bytes += payload_length
+            if self.wire_bytes > self.max_message_bytes:
+                self.refusal = (
+                    f"a frame header announces a message of {self.wire_bytes} bytes or more, "
+                    f"limit {self.max_message_bytes}"
+                )
+                return CloseReason.MESSAGE_TOO_BIG
+        return RsvBits(False, False, False)
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not self._in_control:
+            self.message_bytes += len(data)
+            if self.message_bytes > self.max_message_bytes:
+                self.refusal = f"message inflates past the limit of {self.max_message_bytes} bytes"
+                return CloseReason.MESSAGE_TOO_BIG
+        return data
+
+
+class BoundedDeflate(PerMessageDeflate):
+    """permessage-deflate whose decompression stops at the message limit.
+
+    wsproto inflates a frame's payload in one call, however large the result: 1 MB of
+    compressed zeros would become 1 GB. Here each call may produce at most the limit (plus
+    one byte, to tell "exactly the limit" from "over it").
+    """
+
+    def __init__(self, max_message_bytes: int) -> None:
+        super().__init__()
+        self.max_message_bytes = max_message_bytes
+
+    def frame_inbound_payload_data(
+        self, proto: FrameDecoder | FrameProtocol, data: bytes
+    ) -> bytes | CloseReason:
+        if not self._inbound_compressed or not self._inbound_is_compressible:
+            return data
+        decompressor = self._decompressor
+        assert decompressor is not None
+        try:
+            inflated = decompressor.decompress(data, self.max_message_bytes + 1)
+        except zlib.error:
+            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
+        if decompressor.unconsumed_tail or len(inflated) > self.max_message_bytes:
+            return CloseReason.MESSAGE_TOO_BIG
+        return inflated
+
+
+# --- the connection ------------------------------------------------------------------------
+
+
+class WebSocketConnection:
+    """One side of an open WebSocket.
+
+    Args:
+        client: True on the client's side (it masks what it sends, RFC 6455 §5.3).
+        limits: the limits and timers to apply.
+        now: the time the upgrade completed, on the clock of every later `now`.
+        deflate: the negotiated permessage-deflate (a `BoundedDeflate` on the server),
+            or None.
+        trailing_data: bytes that arrived after the handshake's response or request.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: bool,
+        limits: WSLimits,
+        now: float,
+        deflate: PerMessageDeflate | None = None,
+        trailing_data: bytes = b"",
+    ) -> None:
+        self.limits = limits
+        self.client = client
+        self.deflate = deflate
+        self._limit = MessageLimit(limits.max_message_bytes)
+        extensions: list[Extension] = [deflate, self._limit] if deflate else [self._limit]
+        self._ws = Connection(
+            ConnectionType.CLIENT if client else ConnectionType.SERVER, extensions
+        )
+        self.state = WSState.OPEN
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.closed_by: str | None = None  # "local" or "peer": who sent the first Close
+        self.messages_received = 0
+        self.messages_sent = 0
+        self._pieces: list[str | bytes | bytearray] = []
+        self._outgoing = bytearray()
+        self._pings: dict[bytes, float] = {}  # payload → when sent, awaiting their pong
+        self._ping_count = 0
+        self._next_ping_at: float | None = (
+            now + limits.ping_interval_s if limits.ping_interval_s > 0 else None
+        )
+        self._last_message_at = now
+        self._close_deadline: float | None = None
+        self._drain_at: float | None = None
+        self._peer_eof = False
+        self._pending: list[WSEvent] = []
+        if trailing_data:
+            self._ws.receive_data(trailing_data)
+
+    # --- receiving -----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        """Feed bytes read from the peer; b"" means the peer sent FIN."""
+        if self._peer_eof:
+            raise LocalProtocolError("receive_data() after the peer's FIN")
+        if not data:
+            self._peer_eof = True
+            if self.state is not WSState.CLOSED:
+                # RFC 6455 §7.1.5: TCP closed with no Close frame: the code is 1006.
+                self._set_closed(ABNORMAL, "connection closed without a Close frame", "peer")
+                self._pending.append(PeerClosed())
+            return
+        if self.state is WSState.CLOSED:
+            return  # after the closing handshake nothing more is read (§5.5.1)
+        self._ws.receive_data(data)
+
+    def next_event(self, now: float) -> WSEvent:
+        """The next thing the peer said (or `NEED_DATA`).
+
+        Raises:
+            RemoteProtocolError: the peer broke RFC 6455 or our limit; `close_code` is the
+                code to close with (`fail()` writes the frame).
+        """
+        if self._pending:
+            return self._pending.pop(0)
+        if self.state is WSState.CLOSED:
+            return NEED_DATA
+        for event in self._ws.events():
+            match event:
+                case TextMessage() | BytesMessage():
+                    received = self._on_piece(event.data, event.message_finished, now)
+                    if received is not None:
+                        return received
+                case Ping():
+                    if self.state is WSState.OPEN:  # RFC 6455 §5.5.2: answer with its payload
+                        self._outgoing += self._ws.send(event.response())
+                    return PingReceived(bytes(event.payload))
+                case Pong():
+                    payload = bytes(event.payload)
+                    sent_at = self._pings.pop(payload, None)
+                    if sent_at is not None and self.limits.ping_interval_s > 0:
+                        self._next_ping_at = now + self.limits.ping_interval_s
+                    return PongReceived(payload, None if sent_at is None else now - sent_at)
+                case CloseConnection():
+                    return self._on_close(event)
+                case _:  # wsproto's Connection yields nothing else after the handshake
+                    raise LocalProtocolError(f"unexpected wsproto event {event!r}")
+        return NEED_DATA
+
+    def _on_piece(
+        self, piece: str | bytes | bytearray, finished: bool, now: float
+    ) -> MessageReceived | None:
+        self._pieces.append(piece)
+        if not finished:
+            return None
+        pieces, self._pieces = self._pieces, []
+        # Text pieces are str (wsproto decodes UTF-8 as it goes), binary ones bytes.
+        data = "".join(pieces) if isinstance(piece, str) else b"".join(pieces)  # type: ignore[arg-type]
+        self.messages_received += 1
+        self._last_message_at = now
+        limit = self._limit
+        return MessageReceived(data, limit.message_bytes, limit.frames, limit.compressed)
+
+    def _on_close(self, event: CloseConnection) -> CloseReceived:
+        code, reason = int(event.code), event.reason or ""
+        if self._ws.state in (ConnectionState.OPEN, ConnectionState.LOCAL_CLOSING):
+            # wsproto reports a frame it cannot parse as a CloseConnection and leaves the
+            # state as it was (a real Close frame moves it on): a failure, not a Close.
+            if code == 1009:
+                reason = self._limit.refusal or (
+                    f"message inflates past the limit of {self.limits.max_message_bytes} bytes"
+                )
+            raise RemoteProtocolError(
+                reason, close_code=code, kind=ERROR_KINDS.get(code, "ws_protocol_error")
+            )
+        if self._ws.state is ConnectionState.REMOTE_CLOSING:
+            # The peer closes first; RFC 6455 §5.5.1: answer with a Close (its code echoed).
+            self._outgoing += self._ws.send(event.response())
+            self._set_closed(code, reason, "peer")
+            return CloseReceived(code, reason, initiated_by_peer=True)
+        # Their answer to our Close: the closing handshake is complete.
+        self.state = WSState.CLOSED
+        self._close_deadline = None
+        return CloseReceived(code, reason, initiated_by_peer=False)
+
+    # --- sending -------------------------------------------------------------------------
+
+    def send_message(self, data: str | bytes, now: float, *, fragment_bytes: int = 0) -> bytes:
+        """A whole message as frames; split in frames of `fragment_bytes` if > 0.
+
+        Raises:
+            LocalProtocolError: the connection is closing or closed.
+        """
+        self._require_open("send a message")
+        self.messages_sent += 1
+        self._last_message_at = now
+        if fragment_bytes <= 0 or len(data) <= fragment_bytes:
+            return self._send(_message(data, True))
+        out = bytearray()
+        for start in range(0, len(data), fragment_bytes):
+            piece = data[start : start + fragment_bytes]
+            out += self._send(_message(piece, start + fragment_bytes >= len(data)))
+        return bytes(out)
+
+    def new_ping_payload(self) -> bytes:
+        """A payload no other ping of ours has used (a counter)."""
+        self._ping_count += 1
+        return PING_PAYLOAD.pack(self._ping_count)
+
+    def send_ping(self, now: float, payload: bytes) -> bytes:
+        """A Ping; its pong's round trip comes back in `PongReceived.rtt_s`.
+
+        Raises:
+            LocalProtocolError: closing or closed, or a payload over 125 bytes.
+        """
+        self._require_open("send a ping")
+        if len(payload) > 125:  # RFC 6455 §5.5: control frame payloads are short
+            raise LocalProtocolError("a ping payload is at most 125 bytes")
+        self._pings[payload] = now
+        return self._send(Ping(payload=payload))
+
+    def close(self, now: float, code: int = NORMAL, reason: str = "") -> bytes:
+        """Start the closing handshake (or b"" when it has started already)."""
+        if self.state is not WSState.OPEN:
+            return b""
+        self.state = WSState.LOCAL_CLOSING
+        self._close_deadline = now + self.limits.close_timeout_s
+        self.close_code, self.close_reason, self.closed_by = code, reason, "local"
+        return self._send(CloseConnection(code=code, reason=reason or None))
+
+    def fail(self, error: RemoteProtocolError) -> bytes:
+        """The Close frame for a peer's failure; the connection is then CLOSED.
+
+        RFC 6455 §7.1.7: after it, close TCP without waiting for the peer's Close.
+        """
+        out = b""
+        if self._ws.state is ConnectionState.OPEN:
+            out = self._ws.send(CloseConnection(code=error.close_code, reason=_short(str(error))))
+        self._set_closed(error.close_code, str(error), "local")
+        return out
+
+    def data_to_send(self) -> bytes:
+        """Bytes the core decided to send by itself: pongs, the answer to a Close."""
+        out = bytes(self._outgoing)
+        self._outgoing.clear()
+        return out
+
+    def _send(self, event: TextMessage | BytesMessage | Ping | CloseConnection) -> bytes:
+        try:
+            return self._ws.send(event)
+        except WsprotoLocalError as exc:  # pragma: no cover (our states keep us out of it)
+            raise LocalProtocolError(str(exc)) from exc
+
+    def _require_open(self, what: str) -> None:
+        if self.state is not WSState.OPEN:
+            raise LocalProtocolError(f"cannot {what}: the WebSocket is {self.state.value}")
+
+    def _set_closed(self, code: int, reason: str, by: str) -> None:
+        self.state = WSState.CLOSED
+        self._close_deadline = None
+        if self.closed_by is None:
+            self.close_code, self.close_reason, self.closed_by = code, reason, by
+
+    # --- timers --------------------------------------------------------------------------
+
+    def begin_drain(self, now: float) -> None:
+        """Shutdown: close with 1001 at the next `handle_timeout()`, which is due now."""
+        if self.state is WSState.OPEN:
+            self._drain_at = now
+
+    def get_timer(self) -> float | None:
+        """When the adapter must call `handle_timeout()`, if nothing arrives before."""
+        if self.state is WSState.LOCAL_CLOSING:
+            return self._close_deadline
+        if self.state is WSState.CLOSED:
+            return None
+        return min(self._deadlines(), default=None)
+
+    def _deadlines(self) -> list[float]:
+        deadlines = [self._drain_at, self._next_ping_at]
+        if self._pings:
+            deadlines.append(min(self._pings.values()) + self.limits.ping_timeout_s)
+        if self.limits.idle_timeout_s > 0:
+            deadlines.append(self._last_message_at + self.limits.idle_timeout_s)
+        return [deadline for deadline in deadlines if deadline is not None]
+
+    def handle_timeout(self, now: float) -> PingSent | CloseSent | CloseTimedOut | None:
+        """Run the timer that is due; its bytes are in `data_to_send()`.
+
+        Returns:
+            What was done, or None when no timer was due yet.
+        """
+        if self.state is WSState.LOCAL_CLOSING:
+            assert self._close_deadline is not None
+            if now < self._close_deadline:
+                return None
+            self._set_closed(ABNORMAL, "no Close frame from the peer in time", "local")
+            return CloseTimedOut()
+        if self.state is WSState.CLOSED:
+            return None
+        limits = self.limits
+        if self._drain_at is not None and now >= self._drain_at:
+            return self._close_for(now, GOING_AWAY, "server shutting down")
+        if self._pings and now >= min(self._pings.values()) + limits.ping_timeout_s:
+            return self._close_for(now, PING_TIMEOUT, "keepalive ping timeout")
+        if limits.idle_timeout_s > 0 and now >= self._last_message_at + limits.idle_timeout_s:
+            return self._close_for(now, NORMAL, f"idle for {limits.idle_timeout_s:g} s")
+        if self._next_ping_at is not None and now >= self._next_ping_at:
+            self._next_ping_at = None  # the next one is due a ping interval after its pong
+            payload = self.new_ping_payload()
+            self._outgoing += self.send_ping(now, payload)
+            return PingSent(payload)
+        return None
+
+    def _close_for(self, now: float, code: int, reason: str) -> CloseSent:
+        self._outgoing += self.close(now, code, reason)
+        return CloseSent(code, reason)
+
+
+def _message(data: str | bytes, finished: bool) -> TextMessage | BytesMessage:
+    if isinstance(data, str):
+        return TextMessage(data=data, message_finished=finished)
+    return BytesMessage(data=data, message_finished=finished)
+
+
+def _short(reason: str) -> str:
+    """A close reason that fits a control frame (RFC 6455 §5.5: 125 bytes with the code)."""
+    encoded = reason.encode()
+    if len(encoded) <= 123:
+        return reason
+    return encoded[:120].decode("utf-8", "ignore") + "..."

@@ -1,0 +1,345 @@
+"""The asyncio edge of one open WebSocket, the same on server and client.
+
+The core (`WebSocketConnection`) decides; this class moves bytes and emits events. One
+task, the pump, reads: it feeds the core, answers pings and Close frames, runs the timers
+(keepalive pings, idle close, drain) and puts whole messages on a bounded queue. Any task
+may send; writes go through one lock, because a frame must leave whole and in the order
+the core produced it (permessage-deflate's window depends on that order).
+
+The pump returns when the WebSocket is closed (both Close frames seen, a failure, a
+timeout, or TCP gone); closing TCP afterwards is the caller's part (`Closing`), because
+RFC 6455 §7.1.1 wants the server to close TCP first and the client to wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING, Final
+
+from handshake_lab.errors import RemoteProtocolError
+from handshake_lab.http_events import NeedData, PeerClosed
+from handshake_lab.transport import TransportError
+from handshake_lab.watchdog import Watchdog
+from handshake_lab.ws_conn import (
+    PING_TIMEOUT,
+    CloseReceived,
+    CloseSent,
+    CloseTimedOut,
+    MessageReceived,
+    PingReceived,
+    PingSent,
+    PongReceived,
+    WSState,
+)
+from telemetry.events import Level, Name
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from handshake_lab.closing import Closing
+    from handshake_lab.transport import Stream
+    from handshake_lab.ws_conn import WebSocketConnection
+    from telemetry.bus import Tracer
+
+MAX_QUEUED_MESSAGES: Final = 64  # then the pump stops reading: TCP pushes back on the peer
+
+
+class ConnectionClosed(Exception):
+    """The WebSocket is closed (or closing): nothing more can be sent."""
+
+    def __init__(self, code: int | None, reason: str) -> None:
+        super().__init__(f"WebSocket closed ({code}: {reason})" if code else "WebSocket closed")
+        self.code = code
+        self.reason = reason
+
+
+class WebSocketSession:
+    """One open WebSocket: `send()`, `receive()` (or `async for`), `close()`, `ping()`."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        core: WebSocketConnection,
+        tracer: Tracer,
+        closing: Closing,
+        *,
+        send_timeout_s: float,
+        path: str = "",
+    ) -> None:
+        self.stream = stream
+        self.core = core
+        self.tracer = tracer
+        self.closing = closing
+        self.send_timeout_s = send_timeout_s
+        self.path = path
+        self.loop = asyncio.get_running_loop()
+        self.opened = time.perf_counter()
+        self._messages: asyncio.Queue[MessageReceived | None] = asyncio.Queue(MAX_QUEUED_MESSAGES)
+        self._write_lock = asyncio.Lock()
+        self._watchdog: Watchdog | None = None
+        self._reading = False
+        self._send_failure: TransportError | None = None
+        self._pong_waiters: dict[bytes, asyncio.Future[float]] = {}
+        self.closed = asyncio.Event()
+
+    # --- for the application -------------------------------------------------------------
+
+    async def send(self, data: str | bytes, *, fragment_bytes: int = 0) -> None:
+        """Send one message (text for str, binary for bytes).
+
+        Raises:
+            ConnectionClosed: the WebSocket is closing or closed.
+            TransportError: the connection failed while writing.
+        """
+        core = self.core
+        if core.state is not WSState.OPEN:
+            raise ConnectionClosed(core.close_code, core.close_reason)
+        out = core.send_message(data, self.loop.time(), fragment_bytes=fragment_bytes)
+        await self._write(out)
+        if self.tracer.bus.active:
+            self.tracer.emit(
+                Name.WS_MESSAGE_SENT,
+                type="text" if isinstance(data, str) else "binary",
+                bytes=len(data.encode()) if isinstance(data, str) else len(data),
+                frames=max(1, -(-len(data) // fragment_bytes)) if fragment_bytes else 1,
+            )
+
+    async def receive(self) -> MessageReceived | None:
+        """The next whole message, or None once the WebSocket is closed."""
+        if self._messages.empty() and self.closed.is_set():
+            return None
+        message = await self._messages.get()
+        if message is None:
+            self._messages.put_nowait(None)  # every later receive() sees the end too
+        return message
+
+    def __aiter__(self) -> WebSocketSession:
+        return self
+
+    async def __anext__(self) -> MessageReceived:
+        message = await self.receive()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+    async def ping(self, payload: bytes | None = None) -> asyncio.Future[float]:
+        """Send a Ping. Returns a future of the round trip, set when the pong arrives
+        (cancelled if the WebSocket closes first)."""
+        core = self.core
+        if core.state is not WSState.OPEN:
+            raise ConnectionClosed(core.close_code, core.close_reason)
+        payload = core.new_ping_payload() if payload is None else payload
+        pong: asyncio.Future[float] = self.loop.create_future()
+        self._pong_waiters[payload] = pong
+        await self._write(core.send_ping(self.loop.time(), payload))
+        self.tracer.emit(Name.WS_PING_SENT, keepalive=False)
+        return pong
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Start the closing handshake; the pump finishes it (or times it out)."""
+        out = self.core.close(self.loop.time(), code, reason)
+        if out:
+            self.tracer.emit(Name.WS_CLOSE_SENT, code=code, reason=reason, initiated=True)
+            await self._write(out)
+
+    def begin_drain(self) -> None:
+        """Shutdown: the pump sends Close 1001 now and waits for the peer's, bounded."""
+        now = self.loop.time()
+        self.core.begin_drain(now)
+        if self._watchdog is not None and self._reading:
+            self._watchdog.move(now)
+
+    async def serve(self, handler: Callable[[WebSocketSession], Awaitable[None]]) -> None:
+        """Run `handler` alongside the pump until the WebSocket is closed.
+
+        A handler that returns closes with 1000, one that fails with 1011; once the
+        WebSocket is closed, a handler still running is cancelled.
+        """
+        task = asyncio.create_task(self._run_handler(handler))
+        try:
+            await self.pump()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run_handler(self, handler: Callable[[WebSocketSession], Awaitable[None]]) -> None:
+        try:
+            await handler(self)
+        except (ConnectionClosed, TransportError):
+            return  # the pump has seen (or will see) the end and reports it
+        except Exception as exc:  # a bug in a route: report it, close with 1011, serve on
+            self.tracer.emit(
+                Name.WS_CONNECTION_FAILED,
+                Level.ERROR,
+                kind="internal_error",
+                code=1011,
+                reason=f"{exc!r}",
+            )
+            await self._close_quietly(1011, "internal error")
+            return
+        await self._close_quietly(1000, "")
+
+    async def _close_quietly(self, code: int, reason: str) -> None:
+        with contextlib.suppress(TransportError):  # the pump reports a broken connection
+            await self.close(code, reason)
+
+    # --- the pump --------------------------------------------------------------------------
+
+    async def pump(self) -> None:
+        """Read and dispatch until the WebSocket is closed; then report how it ended.
+
+        Raises:
+            TransportError: the connection failed below WebSocket.
+        """
+        self._watchdog = Watchdog()
+        try:
+            await self._pump()
+        except RemoteProtocolError as error:
+            await self._fail(error)
+        finally:
+            self._watchdog.close()
+            for waiter in self._pong_waiters.values():
+                waiter.cancel()
+            if not self._messages.full():  # (when full, nobody waits: see receive())
+                self._messages.put_nowait(None)
+            self._report_closed()
+            self.closed.set()
+
+    async def _pump(self) -> None:
+        core = self.core
+        loop = self.loop
+        emit = self.tracer.emit
+        while True:
+            event = core.next_event(loop.time())
+            kind = type(event)
+            if kind is NeedData:
+                if core.state is WSState.CLOSED:
+                    return
+                data = await self._receive()
+                if data is None:  # a timer of the core is due
+                    self._on_timer(core.handle_timeout(loop.time()))
+                    await self._flush()
+                    continue
+                if not data:
+                    if self._send_failure is not None:
+                        raise self._send_failure  # we dropped it ourselves after a failed write
+                    self.closing.eof_received("websocket")
+                core.receive_data(data, loop.time())
+            elif kind is MessageReceived:
+                assert isinstance(event, MessageReceived)
+                if self.tracer.bus.active:
+                    emit(
+                        Name.WS_MESSAGE_RECEIVED,
+                        type="text" if isinstance(event.data, str) else "binary",
+                        bytes=event.size,
+                        frames=event.frames,
+                        compressed=event.compressed,
+                    )
+                await self._messages.put(event)
+            elif kind is PingReceived:
+                emit(Name.WS_PING_RECEIVED)
+                await self._flush()  # the pong
+            elif kind is PongReceived:
+                assert isinstance(event, PongReceived)
+                emit(Name.WS_PONG_RECEIVED, rtt_s=event.rtt_s, answered=event.rtt_s is not None)
+                waiter = self._pong_waiters.pop(event.payload, None)
+                if waiter is not None and event.rtt_s is not None and not waiter.done():
+                    waiter.set_result(event.rtt_s)
+            elif kind is CloseReceived:
+                assert isinstance(event, CloseReceived)
+                initiated = event.initiated_by_peer
+                emit(
+                    Name.WS_CLOSE_RECEIVED,
+                    code=event.code,
+                    reason=event.reason,
+                    initiated=initiated,
+                )
+                if initiated:
+                    await self._flush()  # our answering Close
+                    emit(Name.WS_CLOSE_SENT, code=event.code, reason=event.reason, initiated=False)
+            else:
+                assert kind is PeerClosed
+                return
+
+    def _on_timer(self, fired: PingSent | CloseSent | CloseTimedOut | None) -> None:
+        if type(fired) is PingSent:
+            self.tracer.emit(Name.WS_PING_SENT, keepalive=True)
+        elif type(fired) is CloseSent:
+            assert isinstance(fired, CloseSent)
+            if fired.code == PING_TIMEOUT:
+                self._warn("ws_ping_timeout", fired.code, fired.reason)
+            self.tracer.emit(
+                Name.WS_CLOSE_SENT, code=fired.code, reason=fired.reason, initiated=True
+            )
+        elif type(fired) is CloseTimedOut:
+            code = self.core.close_code or 1000
+            self._warn("ws_close_timeout", code, "no Close frame from the peer in time")
+
+    def _warn(self, kind: str, code: int, reason: str) -> None:
+        self.tracer.emit(
+            Name.WS_CONNECTION_FAILED, Level.WARNING, kind=kind, code=code, reason=reason
+        )
+
+    async def _fail(self, error: RemoteProtocolError) -> None:
+        """The peer broke the protocol: tell it with a Close frame, then stop reading."""
+        self._warn(error.kind, error.close_code, str(error))
+        out = self.core.fail(error)
+        if out:
+            self.tracer.emit(
+                Name.WS_CLOSE_SENT, code=error.close_code, reason=str(error), initiated=True
+            )
+            await self._write(out)
+
+    def _report_closed(self) -> None:
+        core = self.core
+        role = self.tracer.role
+        closed_by = role if core.closed_by == "local" else role.peer
+        self.tracer.emit(
+            Name.WS_CONNECTION_CLOSED,
+            path=self.path,
+            code=core.close_code if core.close_code is not None else 1006,
+            reason=core.close_reason,
+            closed_by=closed_by.value,
+            lifetime_s=time.perf_counter() - self.opened,
+            messages_received=core.messages_received,
+            messages_sent=core.messages_sent,
+        )
+
+    # --- bytes in and out ------------------------------------------------------------------
+
+    async def _receive(self) -> bytes | None:
+        """Read, or None when the core's timer fires first."""
+        deadline = self.core.get_timer()
+        if deadline is None:
+            return await self.stream.receive_some()
+        assert self._watchdog is not None
+        self._reading = True
+        try:
+            return await self._watchdog.wait(self.stream.receive_some(), deadline)
+        except TimeoutError:
+            return None
+        finally:
+            self._reading = False
+
+    async def _flush(self) -> None:
+        out = self.core.data_to_send()
+        if out:
+            await self._write(out)
+
+    async def _write(self, data: bytes) -> None:
+        try:
+            async with self._write_lock, asyncio.timeout(self.send_timeout_s):
+                await self.stream.send_all(data)
+        except TimeoutError:
+            self._drop(TransportError("send_timeout", "peer stopped reading"))
+        except TransportError as error:
+            self._drop(error)
+
+    def _drop(self, error: TransportError) -> None:
+        """A write failed: drop the connection; the pump sees it end and raises `error`."""
+        if self._send_failure is None:
+            self._send_failure = error
+            self.closing.fail(error.kind)
+        raise error

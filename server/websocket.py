@@ -1,0 +1,182 @@
+"""The WebSocket routes: which paths upgrade, and what each does once it has.
+
+`upgrade()` is pure: it checks the handshake (`ws_handshake`), negotiates
+permessage-deflate and returns an `Upgrade` (what to run, the 101's fields) or an
+`UpgradeRefused` (the 400/426 to send). The handlers are the application, written
+against `WebSocketSession`: they send and receive whole messages and never see a frame.
+
+- /ws/echo    every message comes back, same type, same bytes
+- /ws/ticker  the server pushes a message every `interval_ms`, unasked: what HTTP cannot
+- /ws/chat    every message goes to every client connected to /ws/chat
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from handshake_lab.errors import RemoteProtocolError
+from handshake_lab.transport import TransportError
+from handshake_lab.ws_conn import BoundedDeflate
+from handshake_lab.ws_handshake import (
+    VERSION,
+    accept_headers,
+    check_upgrade_request,
+    is_upgrade_request,
+    negotiate_deflate,
+)
+from handshake_lab.ws_session import ConnectionClosed
+
+if TYPE_CHECKING:
+    from wsproto.extensions import PerMessageDeflate
+
+    from handshake_lab.ws_session import WebSocketSession
+    from server.app import Request
+    from server.config import ServerConfig
+
+Headers = list[tuple[bytes, bytes]]
+Handler = Callable[["WebSocketSession"], Awaitable[None]]
+TICKER_INTERVAL_MS: Final = (10, 60_000, 1000)  # minimum, maximum, default
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """Switch the connection to WebSocket (101) and run `handler` on it."""
+
+    path: str
+    handler: Handler
+    headers: Headers  # of the 101 response
+    deflate: PerMessageDeflate | None
+    origin: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpgradeRefused:
+    """Answer with `status` (400 or 426) and close; `kind` says why, for metrics."""
+
+    path: str
+    status: int
+    headers: Headers
+    kind: str
+    reason: str
+
+    @property
+    def body(self) -> bytes:
+        return f"{self.status} {self.reason}\n".encode()
+
+
+class WebSocketRoutes:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.chat = ChatRoom()
+        self._routes: dict[str, Callable[[dict[str, list[str]]], Handler | str]] = {
+            "/ws/echo": lambda _query: echo,
+            "/ws/ticker": self._ticker,
+            "/ws/chat": lambda _query: self.chat.join,
+        }
+
+    def handles(self, path: str) -> bool:
+        return path in self._routes
+
+    def upgrade(
+        self, request: Request, path: str, query: dict[str, list[str]]
+    ) -> Upgrade | UpgradeRefused:
+        def refuse(
+            status: int, kind: str, reason: str, extra: Headers | None = None
+        ) -> UpgradeRefused:
+            headers = [(b"content-type", b"text/plain; charset=utf-8"), *(extra or [])]
+            return UpgradeRefused(path, status, headers, kind, reason)
+
+        if not is_upgrade_request(request.headers):
+            # RFC 9110 §15.5.22: a 426 says which protocol to upgrade to.
+            return refuse(
+                426,
+                "ws_not_upgrade",
+                f"{path} is a WebSocket endpoint: send Upgrade: websocket",
+                [(b"upgrade", b"websocket"), (b"sec-websocket-version", VERSION)],
+            )
+        try:
+            offer = check_upgrade_request(request.method, request.http_version, request.headers)
+        except RemoteProtocolError as error:
+            # RFC 6455 §4.4: with 426, say which version we speak.
+            extra = [(b"sec-websocket-version", VERSION)] if error.status_hint == 426 else []
+            return refuse(error.status_hint, error.kind, str(error), extra)
+        if request.body:
+            return refuse(400, "ws_bad_request", "a WebSocket upgrade request has no body")
+        handler = self._routes[path](query)
+        if isinstance(handler, str):
+            return refuse(400, "ws_bad_request", handler)
+        limit = self.config.ws.max_message_bytes
+        negotiated = negotiate_deflate(offer.extension_offers, lambda: BoundedDeflate(limit))
+        deflate, answer = negotiated if negotiated else (None, None)
+        return Upgrade(path, handler, accept_headers(offer, answer), deflate, offer.origin)
+
+    def _ticker(self, query: dict[str, list[str]]) -> Handler | str:
+        low, high, default = TICKER_INTERVAL_MS
+        values = query.get("interval_ms")
+        try:
+            interval_ms = int(values[0]) if values else default
+        except ValueError:
+            return "?interval_ms must be a whole number"
+        if not low <= interval_ms <= high:
+            return f"?interval_ms must be between {low} and {high}"
+
+        async def ticker(session: WebSocketSession) -> None:
+            await tick(session, interval_ms / 1000)
+
+        return ticker
+
+
+async def echo(session: WebSocketSession) -> None:
+    async for message in session:
+        await session.send(message.data)
+
+
+async def tick(session: WebSocketSession, interval_s: float) -> None:
+    """Push a message every interval, from a schedule (no drift), while reading on."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.create_task(_discard(session))  # the client may talk; nothing to say
+    started = loop.time()
+    try:
+        for n in range(1, 2**63):
+            await asyncio.sleep(max(0.0, started + n * interval_s - loop.time()))
+            tick = {"tick": n, "server_time": time.time(), "interval_ms": round(interval_s * 1e3)}
+            await session.send(json.dumps(tick))
+    finally:
+        reader.cancel()
+
+
+async def _discard(session: WebSocketSession) -> None:
+    async for _message in session:
+        pass
+
+
+class ChatRoom:
+    """Everyone connected to /ws/chat; a message from one goes to all, sender included."""
+
+    def __init__(self) -> None:
+        self.members: set[WebSocketSession] = set()
+
+    async def join(self, session: WebSocketSession) -> None:
+        self.members.add(session)
+        try:
+            async for message in session:
+                await self.broadcast(message.data)
+        finally:
+            self.members.discard(session)
+
+    async def broadcast(self, data: str | bytes) -> None:
+        # Concurrently: a member slow to read delays only itself (each send is bounded by
+        # the send timeout, after which that member is dropped).
+        results = await asyncio.gather(
+            *(member.send(data) for member in list(self.members)), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(
+                result, (ConnectionClosed, TransportError)
+            ):
+                raise result
