@@ -10,7 +10,7 @@ never become labels (they are in the logs).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from telemetry.events import KNOWN_METHODS, Name
 from telemetry.instruments import CounterVec, GaugeVec, HistogramVec, InstrumentCollector
@@ -26,15 +26,37 @@ DURATION_BUCKETS_S: Final = (
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
 REQUESTS_PER_CONNECTION_BUCKETS: Final = (1, 2, 3, 5, 10, 20, 50, 100, 200, 500, 1000)
+MESSAGE_SIZE_BUCKETS: Final = tuple(float(4**n) for n in range(1, 13))  # 4 B to 16 MiB
+# A WebSocket lives from a blink (a refused message) to hours (a dashboard left open).
+LIFETIME_BUCKETS_S: Final = (0.01, 0.1, 1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 14400.0)
 PREFIX: Final = "handshake_lab"
 # One count per failure: a failed connect is followed by its REQUEST_FAILED, not counted.
 ERROR_EVENTS: Final = frozenset(
-    {Name.REQUEST_REJECTED, Name.CONNECTION_FAILED, Name.REQUEST_FAILED}
+    {
+        Name.REQUEST_REJECTED,
+        Name.CONNECTION_FAILED,
+        Name.REQUEST_FAILED,
+        Name.WS_UPGRADE_REFUSED,
+        Name.WS_CONNECTION_FAILED,
+    }
 )
+WS_EVENTS: Final = frozenset(name for name in Name if name.layer == "ws")
+# RFC 6455 §7.4: the registered close codes keep their number as a label value; the
+# application's ranges (3000-3999 registered, 4000-4999 private) are folded, so a peer
+# cannot grow the label set.
+KNOWN_CLOSE_CODES: Final = frozenset(range(1000, 1016))
 
 
 def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "_OTHER"
+
+
+def close_code_label(code: int) -> str:
+    if code in KNOWN_CLOSE_CODES:
+        return str(code)
+    if 3000 <= code <= 4999:
+        return f"{code // 1000}xxx"
+    return "other"
 
 
 class Metrics:
@@ -104,6 +126,52 @@ class Metrics:
             http_labels,
             DURATION_BUCKETS_S,
         )
+        self.ws_upgrades = CounterVec(
+            f"{PREFIX}_ws_upgrades_total",
+            "WebSocket upgrades: outcome is accepted, or why it was refused.",
+            ["role", "outcome"],
+        )
+        self.ws_active = GaugeVec(
+            f"{PREFIX}_ws_connections_active", "WebSockets open now.", ["role"]
+        )
+        self.ws_messages = CounterVec(
+            f"{PREFIX}_ws_messages_total",
+            "WebSocket messages, by direction (sent, received) and type (text, binary).",
+            ["role", "direction", "type"],
+        )
+        self.ws_frames = CounterVec(
+            f"{PREFIX}_ws_data_frames_total",
+            "WebSocket data frames; more than messages when messages are fragmented.",
+            ["role", "direction"],
+        )
+        self.ws_message_size = HistogramVec(
+            f"{PREFIX}_ws_message_size_bytes",
+            "WebSocket message payload sizes (after decompression).",
+            ["role", "direction"],
+            MESSAGE_SIZE_BUCKETS,
+        )
+        self.ws_pings = CounterVec(
+            f"{PREFIX}_ws_pings_total",
+            "WebSocket pings, by direction; keepalive pings included.",
+            ["role", "direction"],
+        )
+        self.ws_ping_rtt = HistogramVec(
+            f"{PREFIX}_ws_ping_rtt_seconds",
+            "From our ping to its pong: the round trip as the application sees it.",
+            ["role"],
+            DURATION_BUCKETS_S,
+        )
+        self.ws_closes = CounterVec(
+            f"{PREFIX}_ws_closes_total",
+            "WebSockets closed, by who sent Close first and its code (1006: none was sent).",
+            ["role", "closed_by", "code"],
+        )
+        self.ws_lifetime = HistogramVec(
+            f"{PREFIX}_ws_connection_duration_seconds",
+            "How long WebSockets stayed open.",
+            ["role"],
+            LIFETIME_BUCKETS_S,
+        )
         registry.register(
             InstrumentCollector(
                 [
@@ -118,6 +186,15 @@ class Metrics:
                     self.errors,
                     self.server_duration,
                     self.client_duration,
+                    self.ws_upgrades,
+                    self.ws_active,
+                    self.ws_messages,
+                    self.ws_frames,
+                    self.ws_message_size,
+                    self.ws_pings,
+                    self.ws_ping_rtt,
+                    self.ws_closes,
+                    self.ws_lifetime,
                 ]
             )
         )
@@ -145,5 +222,31 @@ class Metrics:
             self.requests_per_connection.observe((role,), attrs["requests"])
             self.received_bytes.inc((role,), attrs["bytes_received"])
             self.sent_bytes.inc((role,), attrs["bytes_sent"])
+        elif name in WS_EVENTS:
+            self._observe_ws(name, role, attrs)
         elif name in ERROR_EVENTS:
             self.errors.inc((role, attrs["kind"]))
+
+    def _observe_ws(self, name: Name, role: str, attrs: dict[str, Any]) -> None:
+        if name is Name.WS_MESSAGE_SENT or name is Name.WS_MESSAGE_RECEIVED:
+            direction = "sent" if name is Name.WS_MESSAGE_SENT else "received"
+            self.ws_messages.inc((role, direction, attrs["type"]))
+            self.ws_frames.inc((role, direction), attrs["frames"])
+            self.ws_message_size.observe((role, direction), attrs["bytes"])
+        elif name is Name.WS_PING_SENT or name is Name.WS_PING_RECEIVED:
+            self.ws_pings.inc((role, "sent" if name is Name.WS_PING_SENT else "received"))
+        elif name is Name.WS_PONG_RECEIVED:
+            if attrs["rtt_s"] is not None:
+                self.ws_ping_rtt.observe((role,), attrs["rtt_s"])
+        elif name is Name.WS_UPGRADE_ACCEPTED:
+            self.ws_upgrades.inc((role, "accepted"))
+            self.ws_active.add((role,), 1)
+        elif name is Name.WS_UPGRADE_REFUSED:
+            self.ws_upgrades.inc((role, attrs["kind"]))
+            self.errors.inc((role, attrs["kind"]))
+        elif name is Name.WS_CONNECTION_FAILED:
+            self.errors.inc((role, attrs["kind"]))
+        elif name is Name.WS_CONNECTION_CLOSED:
+            self.ws_active.add((role,), -1)
+            self.ws_closes.inc((role, attrs["closed_by"], close_code_label(attrs["code"])))
+            self.ws_lifetime.observe((role,), attrs["lifetime_s"])
