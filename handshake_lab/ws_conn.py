@@ -165,8 +165,8 @@ class MessageLimit(Extension):
     def enabled(self) -> bool:
         return True
 
-    def offer(self) -> bool:
-        return False  # never offered in a handshake
+    def offer(self) -> bool:  # pragma: no cover (the ABC wants it; no handshake calls it)
+        return False
 
     def frame_inbound_header(
         self,
@@ -328,7 +328,7 @@ class WebSocketConnection:
                     return PongReceived(payload, None if sent_at is None else now - sent_at)
                 case CloseConnection():
                     return self._on_close(event)
-                case _:  # wsproto's Connection yields nothing else after the handshake
+                case _:  # pragma: no cover (wsproto yields nothing else once open)
                     raise LocalProtocolError(f"unexpected wsproto event {event!r}")
         return NEED_DATA
 

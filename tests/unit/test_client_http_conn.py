@@ -201,3 +201,16 @@ def test_fin_after_a_closing_response_is_peer_closed() -> None:
     assert isinstance(read_all(conn, raw, bytewise=False)[-1], ResponseCompleted)
     conn.receive_data(b"")
     assert isinstance(conn.next_event(), PeerClosed)
+
+
+def test_a_101_to_an_upgrade_request_switches_and_keeps_the_bytes_after_it() -> None:
+    conn = ClientHTTPConnection()
+    headers = [*HOST, (b"upgrade", b"websocket"), (b"connection", b"Upgrade")]
+    conn.send_request("GET", "/ws", headers)
+    conn.receive_data(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n\x81\x02hi")
+    event = conn.next_event()
+    assert isinstance(event, ResponseReceived)
+    assert (event.status, event.reason) == (101, "Switching Protocols")
+    assert conn.switched
+    assert conn.trailing_data == b"\x81\x02hi"
+    assert not conn.reusable

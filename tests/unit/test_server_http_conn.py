@@ -534,3 +534,51 @@ def test_many_distinct_header_values_stay_valid_and_bounded() -> None:
         feed(conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytewise=False)
         response, _ = parse_response(conn.send_response(0.0, 200, [(b"x-n", b"%d" % n)], b""))
         assert dict(response.headers)[b"x-n"] == b"%d" % n
+
+
+# --- switching protocols (the WebSocket upgrade) --------------------------------------------
+
+UPGRADE = b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+
+
+def test_switch_protocols_writes_a_101_and_hands_over_the_bytes_after_the_request() -> None:
+    conn = ServerHTTPConnection(LIMITS, 0.0)
+    frames = b"\x81\x85abcd" + b"early"  # a client may send frames before it reads the 101
+    events = feed(conn, UPGRADE + frames, bytewise=False)
+    assert isinstance(events[-1], RequestCompleted)
+    head = conn.switch_protocols([(b"upgrade", b"websocket"), (b"connection", b"Upgrade")])
+    assert conn.trailing_data == frames
+    assert conn.phase is Phase.SWITCHED
+    assert conn.get_timer() is None  # HTTP's deadlines end here
+    # A client that proposed the upgrade reads our 101 as the switch (h11 as the judge).
+    client = h11.Connection(h11.CLIENT)
+    client.send(
+        h11.Request(
+            method="GET",
+            target="/ws",
+            headers=[("Host", "x"), ("Upgrade", "websocket"), ("Connection", "Upgrade")],
+        )
+    )
+    client.send(h11.EndOfMessage())
+    client.receive_data(head + b"frames")
+    switched = client.next_event()
+    assert isinstance(switched, h11.InformationalResponse)
+    assert switched.status_code == 101
+    assert b"content-length" not in dict(switched.headers)
+    assert client.their_state is h11.SWITCHED_PROTOCOL
+    assert client.trailing_data[0] == b"frames"
+
+
+def test_switch_protocols_needs_a_complete_request() -> None:
+    conn = ServerHTTPConnection(LIMITS, 0.0)
+    with pytest.raises(LocalProtocolError, match="no request"):
+        conn.switch_protocols([])
+
+
+def test_a_response_can_close_the_connection_whatever_the_policy() -> None:
+    conn = ServerHTTPConnection(LIMITS, 0.0)
+    feed(conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", bytewise=False)
+    out = conn.send_response(0.0, 400, [], b"no\n", close_reason="ws_bad_key")
+    response, _ = parse_response(out)
+    assert dict(response.headers)[b"connection"] == b"close"
+    assert (conn.phase, conn.close_reason) == (Phase.CLOSED, "ws_bad_key")
