@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -66,12 +66,12 @@ class RunningServer:
         return self.server.port
 
 
-def make_config(**settings: float) -> ServerConfig:
+def make_config(**settings: Any) -> ServerConfig:
     """A loopback config on a free port; keywords override HTTPLimits or ServerConfig fields."""
     limit_names = set(HTTPLimits.__dataclass_fields__)
     limits = {k: v for k, v in settings.items() if k in limit_names}
     rest = {k: v for k, v in settings.items() if k not in limit_names}
-    return ServerConfig(host="127.0.0.1", port=0, limits=HTTPLimits(**limits), **rest)  # type: ignore[arg-type]
+    return ServerConfig(host="127.0.0.1", port=0, limits=HTTPLimits(**limits), **rest)
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
-"""Helpers for tests: raw sockets, metric samples."""
+"""Helpers for tests: raw sockets, raw WebSocket frames, metric samples."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+import os
+import struct
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -42,3 +44,53 @@ def status_of(response: bytes) -> int:
     """The status code of the first response in `response`."""
     line = response.split(b"\r\n", 1)[0]
     return int(line.split()[1])
+
+
+# WebSocket opcodes (RFC 6455 §5.2).
+CONTINUATION: Final = 0x0
+TEXT: Final = 0x1
+BINARY: Final = 0x2
+CLOSE: Final = 0x8
+PING: Final = 0x9
+PONG: Final = 0xA
+
+
+def ws_frame(
+    opcode: int,
+    payload: bytes = b"",
+    *,
+    fin: bool = True,
+    rsv: int = 0,
+    masked: bool = True,
+    declared: int | None = None,
+) -> bytes:
+    """One frame as RFC 6455 §5.2 lays it out; `declared` lies about the length."""
+    length = len(payload) if declared is None else declared
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        head += bytes([mask_bit | length])
+    elif length < 2**16:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", length)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", length)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def read_ws_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One unmasked frame from a server: (opcode, payload)."""
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(length)
+
+
+def close_code_of(payload: bytes) -> int:
+    """The code in a Close frame's payload (RFC 6455 §5.5.1); 1005 when there is none."""
+    return struct.unpack("!H", payload[:2])[0] if payload else 1005

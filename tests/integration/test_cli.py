@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import signal
 import socket
@@ -15,6 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from client.client import HTTPClient
+from client.ws import connect
+from handshake_lab.ws_handshake import GUID
 from tests.helpers import raw_exchange, status_of
 
 if TYPE_CHECKING:
@@ -106,6 +110,9 @@ async def test_log_and_metrics_count_the_same_events_and_sigterm_exits_0(tmp_pat
             for _ in range(3):
                 await client.get(f"{server.url}/health")
         assert status_of(await raw_exchange(server.port, b"BAD\r\n\r\n")) == 400
+        async with await connect(f"ws://127.0.0.1:{server.port}/ws/echo") as ws:
+            await ws.send("over a WebSocket")
+            assert await ws.receive() is not None
         # Connections close asynchronously; wait until the metrics see them all closed.
         async with asyncio.timeout(5):
             while True:
@@ -123,10 +130,12 @@ async def test_log_and_metrics_count_the_same_events_and_sigterm_exits_0(tmp_pat
             continue
         assert total(samples, "handshake_lab_events_total", event=event) == count, event
     opened = total(samples, "handshake_lab_connections_opened_total")
-    assert opened == total(samples, "handshake_lab_connections_closed_total") == 3 + 1 + 1
-    assert total(samples, "handshake_lab_connections_closed_total", closed_by="server") == 3 + 1
-    assert total(samples, "handshake_lab_requests_per_connection_count") == 5
-    assert total(samples, "handshake_lab_requests_per_connection_sum") == 3 + 3
+    assert opened == total(samples, "handshake_lab_connections_closed_total") == 3 + 1 + 1 + 1
+    # HTTP/1.0 (3), the bad request, the WebSocket (RFC 6455 §7.1.1: server closes TCP first)
+    assert total(samples, "handshake_lab_connections_closed_total", closed_by="server") == 3 + 1 + 1
+    assert total(samples, "handshake_lab_requests_per_connection_count") == 6
+    assert total(samples, "handshake_lab_requests_per_connection_sum") == 3 + 3 + 1
+    assert total(samples, "handshake_lab_ws_messages_total", direction="received") == 1
     version_10 = total(
         samples, "http_server_request_duration_seconds_count", network_protocol_version="1.0"
     )
@@ -214,6 +223,94 @@ async def test_client_usage_errors_exit_2_with_a_message(args: list[str], messag
     assert message in err
 
 
+async def run_with_input(stdin: bytes, *args: str, timeout_s: float = 20.0) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(timeout_s):
+        out, err = await process.communicate(stdin)
+    assert process.returncode == 0, err.decode()
+    return process.returncode, out.decode()
+
+
+async def test_client_ws_shows_the_handshake_and_the_echo_as_json() -> None:
+    async with server_process("--log-format", "off") as server:
+        url = f"ws://127.0.0.1:{server.port}/ws/echo"
+        code, out, err = await run(
+            "client", "ws", url, "--send", "hello", "--send", "wörld", "--json"
+        )
+        await server.stop()
+    assert code == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    handshake = records[0]
+    assert handshake["event"] == "handshake"
+    assert len(base64.b64decode(handshake["key"])) == 16
+    # RFC 6455 §4.2.2, computed here, independently of the code under test.
+    expected = base64.b64encode(hashlib.sha1(handshake["key"].encode() + GUID).digest()).decode()
+    assert handshake["expected_accept"] == handshake["accept"] == expected
+    assert handshake["status"] == 101
+    messages = [(r["direction"], r["data"]) for r in records if r["event"] == "message"]
+    assert messages == [
+        ("sent", "hello"), ("received", "hello"), ("sent", "wörld"), ("received", "wörld")
+    ]  # fmt: skip
+    closed = records[-1]
+    assert (closed["event"], closed["code"], closed["closed_by"]) == ("closed", 1000, "client")
+    assert closed["tcp_closed_by"] == "server"
+
+
+async def test_client_ws_text_mode_explains_the_accept_value_and_reads_pushes() -> None:
+    async with server_process("--log-format", "off") as server:
+        url = f"ws://127.0.0.1:{server.port}/ws/ticker?interval_ms=20"
+        code, out, err = await run("client", "ws", url, "--receive", "3")
+        await server.stop()
+    assert code == 0, err
+    assert GUID.decode() in out
+    assert "Sec-WebSocket-Accept matches" in out
+    ticks = [
+        json.loads(line[line.index("{") :])["tick"]
+        for line in out.splitlines()
+        if line.startswith("<-")
+    ]
+    assert ticks == [1, 2, 3]
+    assert "0 message(s) sent, 3 received" in out
+
+
+async def test_client_ws_interactive_sends_stdin_lines() -> None:
+    async with server_process("--log-format", "off") as server:
+        url = f"ws://127.0.0.1:{server.port}/ws/echo"
+        _, out = await run_with_input(b"first line\n/ping\nsecond line\n", "client", "ws", url)
+        await server.stop()
+    sent = [line for line in out.splitlines() if line.startswith("->")]
+    received = [line for line in out.splitlines() if line.startswith("<-")]
+    assert [line.endswith(("first line", "second line")) for line in sent] == [True, True]
+    assert [line.endswith(("first line", "second line")) for line in received] == [True, True]
+    assert "ping -> pong" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["wss://127.0.0.1:1/ws/echo"], 2, "wss://"),
+        (["--close-code", "1006", "ws://127.0.0.1:1/"], 2, "--close-code"),
+        (["--count", "-1", "ws://127.0.0.1:1/"], 2, "--count"),
+    ],
+)
+async def test_client_ws_usage_errors(args: list[str], code: int, message: str) -> None:
+    status, _, err = await run("client", "ws", *args)
+    assert status == code
+    assert message in err
+
+
+async def test_client_ws_reports_a_refused_upgrade() -> None:
+    async with server_process("--log-format", "off") as server:
+        code, out, _ = await run("client", "ws", f"ws://127.0.0.1:{server.port}/health")
+        await server.stop()
+    assert code == 1
+    assert "< HTTP/1.1 200 OK" in out
+    assert "upgrade failed: the server answered 200" in out
+
+
 async def test_client_reports_a_refused_connection() -> None:
     code, _, err = await run("client", "get", f"http://127.0.0.1:{free_port()}/")
     assert code == 1
@@ -231,13 +328,20 @@ async def test_server_reports_a_port_in_use() -> None:
 
 
 async def test_help_explains_every_command() -> None:
-    for args in (["--help"], ["server", "--help"], ["client", "get", "--help"], ["demo", "--help"]):
+    for args in (
+        ["--help"],
+        ["server", "--help"],
+        ["client", "get", "--help"],
+        ["client", "ws", "--help"],
+        ["demo", "--help"],
+    ):
         code, out, _ = await run(*args)
         assert code == 0
         assert "usage: handshake-lab" in out
     _, server_help, _ = await run("server", "--help")
     assert "--keep-alive-timeout" in server_help
     assert "0.0.0.0" in server_help  # says what exposing the server means
+    assert "--ws-ping-interval" in server_help
 
 
 async def test_demo_shows_handshakes_per_mode() -> None:
