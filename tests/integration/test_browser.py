@@ -283,6 +283,8 @@ async def test_chromium_receives_pushed_ticks_and_an_echo(
     assert [(e.conn_id, e.attrs["type"], e.attrs["bytes"]) for e in received] == [
         (echo_conn, "text", len(ECHO_TEXT.encode()))
     ]
+    # Negotiated and used: Chromium compresses every message once deflate is on.
+    assert received[0].attrs["compressed"] is True
     messages_sent = sample(
         registry, "handshake_lab_ws_messages_total", role="server", direction="sent"
     )
