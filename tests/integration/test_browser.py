@@ -6,8 +6,8 @@ Chromium over the DevTools protocol (a WebSocket too, with the `websockets` libr
 those counts, closes the browser and checks that the server saw the same from its side.
 
 Every figure asserted comes from the page (what it sends, what it reports) or from the test
-itself, never from a previous run. Everything listens on 127.0.0.1; Chromium skips without
-it (and fails in CI, where it must be installed).
+itself, never from a previous run. Everything listens on 127.0.0.1. The browser test skips
+without Chromium (and fails in CI, where it must be installed).
 """
 
 from __future__ import annotations
