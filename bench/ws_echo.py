@@ -146,13 +146,13 @@ RATIOS: Final = (
     ),
 )
 FILLER: Final = "abcdefghijklmnopqrstuvwxyz0123456789"
-# Where a server's time goes, by the files on the stack (py-spy, inclusive; a sample counts
-# once per subsystem on its stack).
+# Where a server's time goes, by the files on the stack (py-spy: inclusive, a sample counts
+# once per subsystem on its stack; cProfile: self time, in the first subsystem that matches).
 SUBSYSTEMS: Final = (
     ("telemetry/ (Tracer.emit and the sinks)", ("telemetry/",)),
     ("json (encoder)", ("json/",)),
-    ("wsproto/ (framing, masking, UTF-8, deflate)", ("wsproto/",)),
     ("permessage-deflate (wsproto/extensions.py)", ("wsproto/extensions.py",)),
+    ("wsproto/ (framing, masking, UTF-8, deflate)", ("wsproto/",)),
     ("handshake_lab/ws_conn.py (our WS core)", ("handshake_lab/ws_conn.py",)),
     ("handshake_lab/ws_session.py (pump, send)", ("handshake_lab/ws_session.py",)),
     ("server/websocket.py (echo handler)", ("server/websocket.py",)),
@@ -164,6 +164,33 @@ SUBSYSTEMS: Final = (
     ("asyncio/selector_events.py (send/recv)", ("asyncio/selector_events.py",)),
     ("websockets/ (the websockets library)", ("websockets/",)),
 )
+
+# Self time of the rest (cProfile).
+MORE_GROUPS: Final = (
+    (
+        "asyncio event loop (base_events.py, events.py, selectors.py)",
+        ("asyncio/base_events.py", "asyncio/events.py", "selectors.py"),
+    ),
+    ("asyncio, the rest", ("asyncio/",)),
+    ("server/ (connection, lifecycle)", ("server/",)),
+)
+IDLE: Final = "waiting in epoll_wait (idle: left out)"
+
+
+def cprofile_group(file: str, function: str) -> str:
+    """The subsystem a function's self time (cProfile) goes to."""
+    if file == "~":  # built-in (C) functions
+        if "select.epoll" in function:
+            return IDLE
+        if "_socket.socket" in function:
+            return "socket send()/recv() (system calls)"
+        if "zlib." in function:
+            return "zlib (deflate, inflate: C)"
+        return "other built-ins (len, isinstance, bytes and str methods...)"
+    for label, patterns in SUBSYSTEMS + MORE_GROUPS:
+        if any(pattern in file for pattern in patterns):
+            return label
+    return "other"
 
 
 class EchoMismatch(RuntimeError):
@@ -393,6 +420,7 @@ async def run_client(
         hooks.after()
     latencies = [sample * 1e6 for sample in samples]
     count = len(latencies)
+    busy = sum(busy_after["busy"].values()) - sum(busy_before["busy"].values())
     return {
         "extensions": extensions,
         "messages": count,
@@ -406,9 +434,12 @@ async def run_client(
         "mean_us": statistics.fmean(latencies),
         "server_cpu_us_per_message": server_cpu / count * 1e6,
         "client_cpu_us_per_message": client_cpu / count * 1e6,
+        # Busy seconds of each CPU during the measured messages, and the part of them that
+        # was neither this client nor the server: other work on the machine (and the kernel).
         "cpu_busy_s": {
             cpu: after - busy_before["busy"][cpu] for cpu, after in busy_after["busy"].items()
         },
+        "cpu_busy_others_s": busy - server_cpu - client_cpu,
         "cpu_steal_s": {
             cpu: after - busy_before["steal"][cpu] for cpu, after in busy_after["steal"].items()
         },
@@ -485,6 +516,9 @@ def describe(record: dict[str, Any]) -> str:
     steal = sum(record.get("cpu_steal_s", {}).values())
     if steal > 0.2:
         text += f", {steal:.1f} s stolen by the hypervisor"
+    others = record.get("cpu_busy_others_s", 0.0) / record["elapsed_s"]
+    if others > 0.1:
+        text += f", other work kept the CPUs {others:.0%} busy"
     return text
 
 
@@ -625,6 +659,12 @@ class CProfileHooks(Hooks):
 def summarise_py_spy(text: str, top: int, cpu_us: float) -> dict[str, Any]:
     """Shares of the event loop thread's busy samples, and µs per message from `cpu_us`."""
     stacks = [(frames, n) for thread, frames, n in parse_collapsed(text) if thread == "MainThread"]
+    # A sample in epoll_wait that py-spy counts as busy is a thread woken and runnable,
+    # most often waiting for a CPU (the VM is shared), not using one: left out of the shares.
+    in_select = sum(n for frames, n in stacks if frames and frames[-1][0].endswith("select"))
+    stacks = [
+        (frames, n) for frames, n in stacks if not frames or not frames[-1][0].endswith("select")
+    ]
     total = sum(n for _frames, n in stacks)
     inclusive: collections.Counter[str] = collections.Counter()
     self_time: collections.Counter[str] = collections.Counter()
@@ -653,6 +693,7 @@ def summarise_py_spy(text: str, top: int, cpu_us: float) -> dict[str, Any]:
 
     return {
         "samples": total,
+        "samples_in_select_left_out": in_select,
         "server_cpu_us_per_message": cpu_us,
         "subsystems": [row for row in shares(subsystems, None) if row["samples"]],
         "inclusive": shares(inclusive, top),
@@ -660,40 +701,59 @@ def summarise_py_spy(text: str, top: int, cpu_us: float) -> dict[str, Any]:
     }
 
 
-def summarise_cprofile(path: Path, top: int, messages: int) -> dict[str, Any]:
-    """The heaviest functions of a cProfile dump, per message (cProfile's own clock)."""
+def summarise_cprofile(path: Path, top: int, messages: int, cpu_us: float) -> dict[str, Any]:
+    """The heaviest functions of a cProfile dump, per message.
+
+    cProfile's clock is wall time and its own overhead inflates functions that make many
+    calls; time waiting in epoll_wait is left out, and the estimates spread the server's
+    CPU time per message without the profiler (`cpu_us`) over the rest, by share.
+    """
     stats = pstats.Stats(str(path))
     table: dict[tuple[str, int, str], tuple[int, int, float, float, Any]]
     table = stats.stats  # type: ignore[attr-defined]
-    total_s = sum(tottime for _cc, _nc, tottime, _ct, _callers in table.values())
+    groups: dict[str, float] = {}
+    for (file, _line, function), (_cc, _nc, tottime, _ct, _callers) in table.items():
+        group = cprofile_group(file, function)
+        groups[group] = groups.get(group, 0.0) + tottime
+    idle_s = groups.pop(IDLE, 0.0)
+    busy_s = sum(groups.values())
     calls = sum(nc for _cc, nc, _tt, _ct, _callers in table.values())
 
+    def per_message(seconds: float) -> dict[str, float]:
+        share = seconds / busy_s if busy_s else 0.0
+        return {
+            "profiled_us_per_message": seconds / messages * 1e6,
+            "share": share,
+            "estimated_us_per_message": share * cpu_us,
+        }
+
     def rows(key: int) -> list[dict[str, Any]]:
-        ordered = sorted(table.items(), key=lambda item: item[1][key], reverse=True)[:top]
+        ordered = sorted(table.items(), key=lambda item: item[1][key], reverse=True)
+        chosen = [item for item in ordered if cprofile_group(item[0][0], item[0][2]) != IDLE]
         return [
             {
                 "name": f"{function} ({Path(file).name}:{line})",
                 "file": file,
                 "calls_per_message": nc / messages,
-                "self_us_per_message": tottime / messages * 1e6,
-                "inclusive_us_per_message": cumtime / messages * 1e6,
-                "self_share": tottime / total_s if total_s else 0.0,
+                "self": per_message(tottime),
+                "inclusive": per_message(cumtime),
             }
-            for (file, line, function), (_cc, nc, tottime, cumtime, _callers) in ordered
+            for (file, line, function), (_cc, nc, tottime, cumtime, _callers) in chosen[:top]
         ]
 
-    by_subsystem: dict[str, float] = {}
-    for (file, _line, _function), (_cc, _nc, tottime, _ct, _callers) in table.items():
-        label = next(
-            (label for label, patterns in SUBSYSTEMS if any(p in file for p in patterns)), "other"
-        )
-        by_subsystem[label] = by_subsystem.get(label, 0.0) + tottime
     return {
-        "total_us_per_message": total_s / messages * 1e6,
-        "python_calls_per_message": calls / messages,
-        "self_time_by_subsystem_us_per_message": {
-            label: seconds / messages * 1e6
-            for label, seconds in sorted(by_subsystem.items(), key=lambda item: -item[1])
+        "busy_profiled_us_per_message": busy_s / messages * 1e6,
+        "idle_profiled_us_per_message": idle_s / messages * 1e6,
+        "server_cpu_us_per_message": cpu_us,
+        "function_calls_per_message": calls / messages,
+        "event_loop_iterations_per_message": sum(
+            nc / messages
+            for (file, _line, function), (_cc, nc, _tt, _ct, _c) in table.items()
+            if function == "_run_once" and file.endswith("asyncio/base_events.py")
+        ),
+        "self_time_by_subsystem": {
+            label: per_message(seconds)
+            for label, seconds in sorted(groups.items(), key=lambda item: -item[1])
         },
         "by_self_time": rows(2),
         "by_inclusive_time": rows(3),
@@ -701,11 +761,14 @@ def summarise_cprofile(path: Path, top: int, messages: int) -> dict[str, Any]:
 
 
 def print_profile(row: str, tool: str, record: dict[str, Any], profile: dict[str, Any]) -> None:
-    print(f"\n## {row}, {tool}: {describe(record)}")
+    print(f"\n## {row}, {tool}; without the profiler: {describe(record)}")
     if tool == "py-spy":
         print(
-            f"{profile['samples']} busy samples of the event loop thread; µs/msg = share x "
-            f"the server's CPU time per message ({profile['server_cpu_us_per_message']:.1f} µs)"
+            f"{profile['samples']} busy samples of the event loop thread (and "
+            f"{profile['samples_in_select_left_out']} in select(), left out: woken, waiting "
+            "for a CPU); µs/msg = share x "
+            f"the server's CPU time per message without the profiler "
+            f"({profile['server_cpu_us_per_message']:.1f} µs)"
         )
         print("\nSubsystems (inclusive):")
         for item in profile["subsystems"]:
@@ -716,19 +779,31 @@ def print_profile(row: str, tool: str, record: dict[str, Any], profile: dict[str
                 print(f"  {item['share']:6.1%} {item['us_per_message']:6.1f} µs  {item['name']}")
         return
     print(
-        f"cProfile: {profile['total_us_per_message']:.1f} µs and "
-        f"{profile['python_calls_per_message']:.0f} function calls per message "
-        "(with cProfile's own overhead; compare shares, not absolute times)"
+        f"cProfile: {profile['function_calls_per_message']:.0f} function calls and "
+        f"{profile['event_loop_iterations_per_message']:.1f} event loop iterations per "
+        f"message; {profile['busy_profiled_us_per_message']:.1f} µs busy per message under "
+        f"cProfile ({profile['idle_profiled_us_per_message']:.1f} µs in epoll_wait, left out); "
+        "est. µs = share of the busy time x the server's CPU time per message without the "
+        f"profiler ({profile['server_cpu_us_per_message']:.1f} µs)"
     )
-    print("\nSelf time by subsystem, µs/msg:")
-    for label, us in profile["self_time_by_subsystem_us_per_message"].items():
-        print(f"  {us:7.1f}  {label}")
+    print("(Inclusive times of functions that wait, like _run_once and select, count the wait.)")
+    print("\nSelf time by subsystem (share, est. µs/msg, µs/msg under cProfile):")
+    for label, item in profile["self_time_by_subsystem"].items():
+        print(
+            f"  {item['share']:6.1%} {item['estimated_us_per_message']:6.1f} "
+            f"{item['profiled_us_per_message']:6.1f}  {label}"
+        )
     for kind, title in (("by_self_time", "self"), ("by_inclusive_time", "inclusive")):
-        print(f"\nTop functions by {title} time (calls/msg, self µs/msg, inclusive µs/msg):")
+        print(
+            f"\nTop functions by {title} time (calls/msg; self: share, est. µs/msg; "
+            "inclusive: share, est. µs/msg):"
+        )
         for item in profile[kind]:
+            own, total = item["self"], item["inclusive"]
             print(
-                f"  {item['calls_per_message']:5.1f} {item['self_us_per_message']:7.1f} "
-                f"{item['inclusive_us_per_message']:7.1f}  {item['name']}"
+                f"  {item['calls_per_message']:5.1f}  {own['share']:6.1%} "
+                f"{own['estimated_us_per_message']:6.1f}  {total['share']:6.1%} "
+                f"{total['estimated_us_per_message']:6.1f}  {item['name']}"
             )
 
 
@@ -746,19 +821,30 @@ def profile_row(
             return spy
         return CProfileHooks(process.pid)
 
+    # First without the profiler: the server's CPU time per message that the shares divide.
+    reference = run_one(processes, row, args, run_dir)
+    log(f"  {row:25} without the profiler: {describe(reference)}")
     record = run_one(
         processes, row, args, run_dir, hooks, cprofile_to=raw if tool == "cprofile" else None
     )
+    log(f"  {row:25} profiled: {describe(record)}")
     if not raw.exists():
         raise RuntimeError(f"{tool} wrote no profile to {raw}")
+    cpu_us = reference["server_cpu_us_per_message"]
     if tool == "py-spy":
-        profile = summarise_py_spy(raw.read_text(), args.top, record["server_cpu_us_per_message"])
+        profile = summarise_py_spy(raw.read_text(), args.top, cpu_us)
     else:
-        profile = summarise_cprofile(raw, args.top, args.messages)
-    print_profile(row, tool, record, profile)
+        profile = summarise_cprofile(raw, args.top, args.messages, cpu_us)
+    print_profile(row, tool, reference, profile)
     kept = args.out / raw.name
     shutil.copyfile(raw, kept)
-    return {"record": record, "tool": tool, "profile_file": str(kept), **profile}
+    return {
+        "reference": reference,
+        "record": record,
+        "tool": tool,
+        "profile_file": str(kept),
+        **profile,
+    }
 
 
 # --- command line --------------------------------------------------------------------------
@@ -829,7 +915,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "the server's time per message goes",
     )
     parser.add_argument(
-        "--rate", type=int, default=1000, help="py-spy samples per second (default: 1000)"
+        "--rate",
+        type=int,
+        default=250,
+        help="py-spy samples per second; py-spy pauses the server for each, so a high rate "
+        "slows it down (default: %(default)s)",
     )
     parser.add_argument(
         "--top", type=int, default=25, help="functions listed by --profile (default: 25)"
@@ -854,9 +944,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     internal.add_argument(
         "--serve-ours",
-        nargs=argparse.REMAINDER,
-        metavar="-- SERVER_ARGS",
-        help="run our server with these arguments (used with --cprofile-to)",
+        action="store_true",
+        help="the last option: run our server with the arguments after it, given as "
+        "--serve-ours -- SERVER_ARGS (only with --cprofile-to)",
     )
     internal.add_argument(
         "--cprofile-to",
@@ -864,9 +954,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="FILE",
         help="with --serve-*: SIGUSR1 starts cProfile in the server, SIGUSR2 writes it to FILE",
     )
+    argv = sys.argv[1:] if argv is None else list(argv)
+    server_args: list[str] = []
+    if "--serve-ours" in argv:  # everything after it is for our server
+        cut = argv.index("--serve-ours") + 1
+        argv, server_args = argv[:cut], argv[cut:]
+        server_args = server_args[1:] if server_args[:1] == ["--"] else server_args
     args = parser.parse_args(argv)
-    if args.serve_ours is not None and args.serve_ours[:1] == ["--"]:
-        args.serve_ours = args.serve_ours[1:]
+    args.server_args = server_args
     default_rows = PROFILE_ROWS if args.profile else DEFAULT_ROWS
     args.row_list = (
         [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else list(default_rows)
@@ -898,9 +993,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serve_websockets(args.serve_websockets, args.compression))
         return 0
-    if args.serve_ours is not None:
+    if args.serve_ours:
         _install_profile_signals(args.cprofile_to)
-        return serve_ours(args.serve_ours)
+        return serve_ours(args.server_args)
     if args.client_cpu is not None:
         os.sched_setaffinity(0, {args.client_cpu})
     placement = (
@@ -912,7 +1007,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "ws_echo",
         args,
         placement,
-        omit=("out", "row_list", "serve_websockets", "serve_ours", "cprofile_to"),
+        omit=("out", "rows", "serve_websockets", "serve_ours", "server_args", "cprofile_to"),
     )
     results |= {
         "packages": packages(),
@@ -967,7 +1062,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.profile:
         results["summary"] = summarise(results["runs"], args.row_list)
     path = write_json(args.out, stem, results)
-    if results.get("summary"):
+    if results.get("summary", {}).get("rows"):
         print()
         print(markdown(results["summary"]))
     print(f"Raw results: {path}")
