@@ -44,7 +44,10 @@ class Stream(Protocol):
         """Up to `max_bytes`; b"" once the peer has sent FIN."""
         ...
 
-    async def send_all(self, data: bytes) -> None: ...
+    async def send_all(self, data: bytes, timeout_s: float | None = None) -> None:
+        """Write all of `data`; wait at most `timeout_s` for a slow reader to make room
+        (then TransportError "send_timeout")."""
+        ...
 
     async def send_eof(self) -> None:
         """Half-close: send what is buffered, then FIN; keep reading."""
@@ -112,7 +115,7 @@ class TCPStream:
         self.bytes_received += len(data)
         return data
 
-    async def send_all(self, data: bytes) -> None:
+    async def send_all(self, data: bytes, timeout_s: float | None = None) -> None:
         writer = self._writer
         if writer.is_closing():
             raise TransportError("closed", "write on a closed connection")
@@ -120,7 +123,11 @@ class TCPStream:
             writer.write(data)
             self.bytes_sent += len(data)
             if writer.transport.get_write_buffer_size():  # else the kernel took it all
-                await writer.drain()
+                # (A timer only here, where a wait can happen: most writes never get here.)
+                async with asyncio.timeout(timeout_s):
+                    await writer.drain()
+        except TimeoutError:
+            raise TransportError("send_timeout", "the peer stopped reading") from None
         except OSError as exc:
             raise as_transport_error(exc) from exc
 

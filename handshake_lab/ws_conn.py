@@ -28,6 +28,7 @@ and a lab that wants to show what happened, needs:
 from __future__ import annotations
 
 import enum
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -42,14 +43,14 @@ from wsproto.events import (
     TextMessage,
 )
 from wsproto.extensions import Extension, PerMessageDeflate
-from wsproto.frame_protocol import CloseReason, Opcode, RsvBits
+from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, RsvBits
 from wsproto.utilities import LocalProtocolError as WsprotoLocalError
 
 from handshake_lab.errors import LocalProtocolError, RemoteProtocolError
 from handshake_lab.http_events import NEED_DATA, NeedData, PeerClosed
 
 if TYPE_CHECKING:
-    from wsproto.frame_protocol import FrameDecoder, FrameProtocol
+    from wsproto.frame_protocol import FrameDecoder
 
 NORMAL: Final = 1000
 GOING_AWAY: Final = 1001
@@ -160,6 +161,7 @@ class MessageLimit(Extension):
         self.frames = 0
         self.compressed = False  # RSV1 on the message's first frame (permessage-deflate)
         self._in_control = False
+        self._frame_bytes = 0  # declared by the header of the frame being read
         self.refusal = ""
 
     def enabled(self) -> bool:
@@ -175,20 +177,30 @@ class MessageLimit(Extension):
         rsv: RsvBits,
         payload_length: int,
     ) -> CloseReason | RsvBits:
+        # wsproto may call this more than once for one frame (again for each read until
+        # the masking key is in), so it changes nothing a repeat would count twice; the
+        # frame is counted in frame_inbound_complete.
         self._in_control = opcode.iscontrol()
         if not self._in_control:
             if opcode is not Opcode.CONTINUATION:
                 self.wire_bytes = self.message_bytes = self.frames = 0
                 self.compressed = rsv.rsv1
-            self.frames += 1
-            self.wire_bytes += payload_length
-            if self.wire_bytes > self.max_message_bytes:
+            self._frame_bytes = payload_length
+            if self.wire_bytes + payload_length > self.max_message_bytes:
                 self.refusal = (
-                    f"a frame header announces a message of {self.wire_bytes} bytes or more, "
-                    f"limit {self.max_message_bytes}"
+                    f"a frame header announces a message of {self.wire_bytes + payload_length}"
+                    f" bytes or more, limit {self.max_message_bytes}"
                 )
                 return CloseReason.MESSAGE_TOO_BIG
         return RsvBits(False, False, False)
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if not self._in_control:
+            self.frames += 1
+            self.wire_bytes += self._frame_bytes
+        return None
 
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes
@@ -267,6 +279,7 @@ class WebSocketConnection:
         self.closed_by: str | None = None  # "local" or "peer": who sent the first Close
         self.messages_received = 0
         self.messages_sent = 0
+        self.last_message_bytes = 0
         self._pieces: list[str | bytes | bytearray] = []
         self._outgoing = bytearray()
         self._pings: dict[bytes, float] = {}  # payload → when sent, awaiting their pong
@@ -279,8 +292,13 @@ class WebSocketConnection:
         self._drain_at: float | None = None
         self._peer_eof = False
         self._pending: list[WSEvent] = []
-        if trailing_data:
-            self._ws.receive_data(trailing_data)
+        # The frame router (see `_route_frame`): bytes not yet given to anyone, how many
+        # bytes of a frame wsproto is in the middle of, and whether it holds an unfinished
+        # fragmented message (then every frame goes to it until that message ends).
+        self._inbox = bytearray(trailing_data)
+        self._owed_to_wsproto = 0
+        self._wsproto_in_message = False
+        self._hook_view = FrameProtocol(client, [])  # what the extensions' hooks read: .client
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -297,7 +315,7 @@ class WebSocketConnection:
             return
         if self.state is WSState.CLOSED:
             return  # after the closing handshake nothing more is read (§5.5.1)
-        self._ws.receive_data(data)
+        self._inbox += data
 
     def next_event(self, now: float) -> WSEvent:
         """The next thing the peer said (or `NEED_DATA`).
@@ -308,8 +326,19 @@ class WebSocketConnection:
         """
         if self._pending:
             return self._pending.pop(0)
-        if self.state is WSState.CLOSED:
-            return NEED_DATA
+        while self.state is not WSState.CLOSED:
+            event = self._wsproto_event(now)
+            if event is not None:
+                return event
+            routed = self._route_frame(now)
+            if routed is False:
+                break  # a frame is incomplete
+            if routed is not True:
+                return routed
+        return NEED_DATA
+
+    def _wsproto_event(self, now: float) -> WSEvent | None:
+        """The next event of the frames given to wsproto, or None when it has none."""
         for event in self._ws.events():
             match event:
                 case TextMessage() | BytesMessage():
@@ -330,7 +359,112 @@ class WebSocketConnection:
                     return self._on_close(event)
                 case _:  # pragma: no cover (wsproto yields nothing else once open)
                     raise LocalProtocolError(f"unexpected wsproto event {event!r}")
-        return NEED_DATA
+        return None
+
+    def _route_frame(self, now: float) -> MessageReceived | bool:
+        """Hand the next frame in the inbox to whoever reads it.
+
+        The common frame, a whole unfragmented text or binary message, is read here: a
+        header, an XOR, maybe an inflate through the same permessage-deflate object
+        wsproto uses, a UTF-8 decode. wsproto's general parser costs several times that
+        per message (docs/benchmarks.md). Every other frame (control frames, fragments,
+        anything with an unexpected bit, a length over the limit) goes to wsproto whole
+        or streamed, and wsproto stays the authority on what is wrong with it.
+
+        Returns:
+            The message read here; True when bytes went to wsproto (which may now have
+            events); False when the next frame is not all here yet.
+        """
+        inbox = self._inbox
+        if self._owed_to_wsproto:  # the rest of a frame wsproto is reading
+            if not inbox:
+                return False
+            chunk = bytes(inbox[: self._owed_to_wsproto])
+            del inbox[: len(chunk)]
+            self._owed_to_wsproto -= len(chunk)
+            self._ws.receive_data(chunk)
+            return True
+        # RFC 6455 §5.2: FIN, RSV1-3, opcode | MASK, 7-bit length [16 or 64-bit length] [key]
+        if len(inbox) < 2:
+            return False
+        first, second = inbox[0], inbox[1]
+        length, offset = second & 0x7F, 2
+        if length >= 126:
+            offset = 4 if length == 126 else 10
+            if len(inbox) < offset:
+                return False
+            length = int.from_bytes(inbox[2:offset], "big")
+        masked = second & 0x80
+        if masked:
+            offset += 4
+        total = offset + length
+        opcode, rsv = first & 0x0F, first & 0x70
+        deflate = self.deflate
+        plain = (
+            first & 0x80  # FIN: the whole message in this frame
+            and (opcode == 0x1 or opcode == 0x2)
+            and not self._wsproto_in_message
+            and (rsv == 0 or (rsv == 0x40 and deflate is not None and deflate.enabled()))
+            and bool(masked) is not self.client  # §5.1: only clients mask
+            and length <= self.limits.max_message_bytes
+        )
+        if not plain:
+            if opcode == 0x1 or opcode == 0x2:
+                self._wsproto_in_message = not first & 0x80
+            elif opcode == 0x0 and first & 0x80:
+                self._wsproto_in_message = False
+            chunk = bytes(inbox[:total])
+            del inbox[: len(chunk)]
+            self._owed_to_wsproto = total - len(chunk)
+            self._ws.receive_data(chunk)
+            return True
+        if len(inbox) < total:
+            return False
+        payload = bytes(inbox[offset:total])
+        if masked:
+            key = bytes(inbox[offset - 4 : offset])
+            payload = _unmask(payload, key)
+        del inbox[:total]
+        return self._plain_message(opcode, payload, bool(rsv), now)
+
+    def _plain_message(
+        self, opcode: int, payload: bytes, compressed: bool, now: float
+    ) -> MessageReceived:
+        if compressed:
+            # The extension's own hooks, in the order wsproto calls them for one frame.
+            deflate, view = self.deflate, self._hook_view
+            assert deflate is not None
+            code = Opcode(opcode)
+            deflate.frame_inbound_header(view, code, RsvBits(True, False, False), len(payload))
+            inflated = deflate.frame_inbound_payload_data(view, payload)
+            tail = deflate.frame_inbound_complete(view, True)
+            for outcome in (inflated, tail):
+                if isinstance(outcome, CloseReason):
+                    raise self._refusal(outcome)
+            assert isinstance(inflated, bytes)
+            assert isinstance(tail, bytes | None)
+            payload = inflated + (tail or b"")  # (BoundedDeflate kept it within the limit)
+        data: str | bytes = payload
+        if opcode == 0x1:
+            try:
+                data = payload.decode()
+            except UnicodeDecodeError as exc:  # §8.1: a text message is UTF-8
+                raise RemoteProtocolError(
+                    f"invalid UTF-8 in a text message: {exc.reason}",
+                    close_code=1007,
+                    kind=ERROR_KINDS[1007],
+                ) from None
+        self.messages_received += 1
+        self._last_message_at = now
+        return MessageReceived(data, len(payload), 1, compressed)
+
+    def _refusal(self, code: CloseReason) -> RemoteProtocolError:
+        reason = (
+            f"message inflates past the limit of {self.limits.max_message_bytes} bytes"
+            if code == CloseReason.MESSAGE_TOO_BIG
+            else "invalid compressed data"
+        )
+        return RemoteProtocolError(reason, close_code=int(code), kind=ERROR_KINDS[int(code)])
 
     def _on_piece(
         self, piece: str | bytes | bytearray, finished: bool, now: float
@@ -371,7 +505,12 @@ class WebSocketConnection:
     # --- sending -------------------------------------------------------------------------
 
     def send_message(self, data: str | bytes, now: float, *, fragment_bytes: int = 0) -> bytes:
-        """A whole message as frames; split in frames of `fragment_bytes` if > 0.
+        """A whole message (text for str) as frames, split every `fragment_bytes` if > 0.
+
+        The frames are written here (RFC 6455 §5.2), not by wsproto: a data frame is a
+        header and the payload, compressed by the same permessage-deflate object wsproto
+        reads with, and wsproto's general writer costs more than the rest of a small
+        echo. Control frames still go through wsproto. `last_message_bytes` is the size.
 
         Raises:
             LocalProtocolError: the connection is closing or closed.
@@ -379,13 +518,41 @@ class WebSocketConnection:
         self._require_open("send a message")
         self.messages_sent += 1
         self._last_message_at = now
-        if fragment_bytes <= 0 or len(data) <= fragment_bytes:
-            return self._send(_message(data, True))
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        self.last_message_bytes = len(payload)
+        opcode = 0x1 if isinstance(data, str) else 0x2
+        if fragment_bytes <= 0 or len(payload) <= fragment_bytes:
+            return self._data_frame(opcode, payload, True)
+        # §5.4: the first frame has the type, the others are continuations. (A fragment
+        # may end inside a UTF-8 sequence: only the whole message must be valid, §5.6.)
         out = bytearray()
-        for start in range(0, len(data), fragment_bytes):
-            piece = data[start : start + fragment_bytes]
-            out += self._send(_message(piece, start + fragment_bytes >= len(data)))
+        for start in range(0, len(payload), fragment_bytes):
+            piece = payload[start : start + fragment_bytes]
+            out += self._data_frame(
+                0x0 if start else opcode, piece, start + fragment_bytes >= len(payload)
+            )
         return bytes(out)
+
+    def _data_frame(self, opcode: int, payload: bytes, fin: bool) -> bytes:
+        first = opcode | (0x80 if fin else 0)
+        deflate = self.deflate
+        if deflate is not None and deflate.enabled():
+            rsv, payload = deflate.frame_outbound(
+                self._hook_view, Opcode(opcode), RsvBits(False, False, False), payload, fin
+            )
+            first |= 0x40 if rsv.rsv1 else 0  # RFC 7692 §6: RSV1 marks a compressed message
+        length = len(payload)
+        mask = 0x80 if self.client else 0  # §5.3: a client masks, a server does not
+        if length < 126:
+            head = bytes((first, mask | length))
+        elif length < 0x10000:
+            head = bytes((first, mask | 126)) + length.to_bytes(2, "big")
+        else:
+            head = bytes((first, mask | 127)) + length.to_bytes(8, "big")
+        if not mask:
+            return head + payload
+        key = os.urandom(4)  # §5.3: unpredictable, per frame
+        return head + key + _unmask(payload, key)
 
     def new_ping_payload(self) -> bytes:
         """A payload no other ping of ours has used (a counter)."""
@@ -430,7 +597,7 @@ class WebSocketConnection:
         self._outgoing.clear()
         return out
 
-    def _send(self, event: TextMessage | BytesMessage | Ping | CloseConnection) -> bytes:
+    def _send(self, event: Ping | CloseConnection) -> bytes:
         try:
             return self._ws.send(event)
         except WsprotoLocalError as exc:  # pragma: no cover (our states keep us out of it)
@@ -502,10 +669,12 @@ class WebSocketConnection:
         return CloseSent(code, reason)
 
 
-def _message(data: str | bytes, finished: bool) -> TextMessage | BytesMessage:
-    if isinstance(data, str):
-        return TextMessage(data=data, message_finished=finished)
-    return BytesMessage(data=data, message_finished=finished)
+def _unmask(payload: bytes, key: bytes) -> bytes:
+    """RFC 6455 §5.3: XOR with the 4-byte key, repeated (one big-integer XOR: fast).
+    Masking and unmasking are the same operation."""
+    n = len(payload)
+    keys = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(keys, "big")).to_bytes(n, "big")
 
 
 def _short(reason: str) -> str:

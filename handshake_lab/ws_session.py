@@ -2,9 +2,12 @@
 
 The core (`WebSocketConnection`) decides; this class moves bytes and emits events. One
 task, the pump, reads: it feeds the core, answers pings and Close frames, runs the timers
-(keepalive pings, idle close, drain) and puts whole messages on a bounded queue. Any task
-may send; writes go through one lock, because a frame must leave whole and in the order
-the core produced it (permessage-deflate's window depends on that order).
+(keepalive pings, idle close, drain) and hands each whole message on: on the server to the
+route's `on_message`, awaited in the pump itself (no hand-over to another task, and a slow
+route pushes back on its peer through TCP); on the client to a bounded queue that
+`receive()` reads. Any task may send; writes go through one lock, because a frame must
+leave whole and in the order the core produced it (permessage-deflate's window depends
+on that order).
 
 The pump returns when the WebSocket is closed (both Close frames seen, a failure, a
 timeout, or TCP gone); closing TCP afterwards is the caller's part (`Closing`), because
@@ -36,7 +39,7 @@ from handshake_lab.ws_conn import (
 from telemetry.events import Level, Name
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable
 
     from handshake_lab.closing import Closing
     from handshake_lab.transport import Stream
@@ -53,6 +56,20 @@ class ConnectionClosed(Exception):
         super().__init__(f"WebSocket closed ({code}: {reason})" if code else "WebSocket closed")
         self.code = code
         self.reason = reason
+
+
+class WebSocketRoute:
+    """What a server runs on a WebSocket; override what you need. The pump awaits each
+    hook in order, so a route needs no locks of its own."""
+
+    async def on_open(self, session: WebSocketSession) -> None:
+        """The upgrade is done (e.g. start pushing)."""
+
+    async def on_message(self, session: WebSocketSession, message: MessageReceived) -> None:
+        """A whole message arrived; the next is read once this returns."""
+
+    async def on_close(self, session: WebSocketSession) -> None:
+        """The WebSocket is closed (by either side, or failed); stop what on_open started."""
 
 
 class WebSocketSession:
@@ -82,6 +99,7 @@ class WebSocketSession:
         self._reading = False
         self._send_failure: TransportError | None = None
         self._pong_waiters: dict[bytes, asyncio.Future[float]] = {}
+        self._route: WebSocketRoute | None = None
         self.closed = asyncio.Event()
 
     # --- for the application -------------------------------------------------------------
@@ -101,8 +119,9 @@ class WebSocketSession:
         if self.tracer.bus.active:
             self.tracer.emit(
                 Name.WS_MESSAGE_SENT,
+                Level.DEBUG,
                 type="text" if isinstance(data, str) else "binary",
-                bytes=len(data.encode()) if isinstance(data, str) else len(data),
+                bytes=core.last_message_bytes,
                 frames=max(1, -(-len(data) // fragment_bytes)) if fragment_bytes else 1,
             )
 
@@ -134,7 +153,7 @@ class WebSocketSession:
         pong: asyncio.Future[float] = self.loop.create_future()
         self._pong_waiters[payload] = pong
         await self._write(core.send_ping(self.loop.time(), payload))
-        self.tracer.emit(Name.WS_PING_SENT, keepalive=False)
+        self.tracer.emit(Name.WS_PING_SENT, Level.DEBUG, keepalive=False)
         return pong
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
@@ -151,24 +170,22 @@ class WebSocketSession:
         if self._watchdog is not None and self._reading:
             self._watchdog.move(now)
 
-    async def serve(self, handler: Callable[[WebSocketSession], Awaitable[None]]) -> None:
-        """Run `handler` alongside the pump until the WebSocket is closed.
-
-        A handler that returns closes with 1000, one that fails with 1011; once the
-        WebSocket is closed, a handler still running is cancelled.
-        """
-        task = asyncio.create_task(self._run_handler(handler))
+    async def serve(self, route: WebSocketRoute) -> None:
+        """Run `route` on this WebSocket until it is closed: `on_open`, then `on_message`
+        for every message, in order, from the pump; `on_close` at the end, whatever ended it.
+        A route that raises is reported and the WebSocket closed with 1011."""
+        self._route = route
         try:
+            await self._call(route.on_open(self))
             await self.pump()
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await self._call(route.on_close(self))
 
-    async def _run_handler(self, handler: Callable[[WebSocketSession], Awaitable[None]]) -> None:
+    async def _call(self, step: Awaitable[None]) -> None:
         try:
-            await handler(self)
+            await step
         except (ConnectionClosed, TransportError):
-            return  # the pump has seen (or will see) the end and reports it
+            pass  # the connection is closing or gone: the pump sees and reports it
         except Exception as exc:  # a bug in a route: report it, close with 1011, serve on
             self.tracer.emit(
                 Name.WS_CONNECTION_FAILED,
@@ -177,13 +194,8 @@ class WebSocketSession:
                 code=1011,
                 reason=f"{exc!r}",
             )
-            await self._close_quietly(1011, "internal error")
-            return
-        await self._close_quietly(1000, "")
-
-    async def _close_quietly(self, code: int, reason: str) -> None:
-        with contextlib.suppress(TransportError):  # the pump reports a broken connection
-            await self.close(code, reason)
+            with contextlib.suppress(TransportError):
+                await self.close(1011, "internal error")
 
     # --- the pump --------------------------------------------------------------------------
 
@@ -232,18 +244,27 @@ class WebSocketSession:
                 if self.tracer.bus.active:
                     emit(
                         Name.WS_MESSAGE_RECEIVED,
+                        Level.DEBUG,
                         type="text" if isinstance(event.data, str) else "binary",
                         bytes=event.size,
                         frames=event.frames,
                         compressed=event.compressed,
                     )
-                await self._messages.put(event)
+                if self._route is not None:
+                    await self._call(self._route.on_message(self, event))
+                else:
+                    await self._messages.put(event)
             elif kind is PingReceived:
-                emit(Name.WS_PING_RECEIVED)
+                emit(Name.WS_PING_RECEIVED, Level.DEBUG)
                 await self._flush()  # the pong
             elif kind is PongReceived:
                 assert isinstance(event, PongReceived)
-                emit(Name.WS_PONG_RECEIVED, rtt_s=event.rtt_s, answered=event.rtt_s is not None)
+                emit(
+                    Name.WS_PONG_RECEIVED,
+                    Level.DEBUG,
+                    rtt_s=event.rtt_s,
+                    answered=event.rtt_s is not None,
+                )
                 waiter = self._pong_waiters.pop(event.payload, None)
                 if waiter is not None and event.rtt_s is not None and not waiter.done():
                     waiter.set_result(event.rtt_s)
@@ -265,7 +286,7 @@ class WebSocketSession:
 
     def _on_timer(self, fired: PingSent | CloseSent | CloseTimedOut | None) -> None:
         if type(fired) is PingSent:
-            self.tracer.emit(Name.WS_PING_SENT, keepalive=True)
+            self.tracer.emit(Name.WS_PING_SENT, Level.DEBUG, keepalive=True)
         elif type(fired) is CloseSent:
             assert isinstance(fired, CloseSent)
             if fired.code == PING_TIMEOUT:
@@ -330,10 +351,8 @@ class WebSocketSession:
 
     async def _write(self, data: bytes) -> None:
         try:
-            async with self._write_lock, asyncio.timeout(self.send_timeout_s):
-                await self.stream.send_all(data)
-        except TimeoutError:
-            self._drop(TransportError("send_timeout", "peer stopped reading"))
+            async with self._write_lock:
+                await self.stream.send_all(data, self.send_timeout_s)
         except TransportError as error:
             self._drop(error)
 

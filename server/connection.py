@@ -230,7 +230,7 @@ class ConnectionHandler:
             send_timeout_s=self.config.send_timeout_s,
             path=answer.path,
         )
-        await self.websocket.serve(answer.handler)
+        await self.websocket.serve(answer.route)
 
     async def _reject(self, error: RemoteProtocolError) -> None:
         request = self.core.current_request

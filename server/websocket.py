@@ -3,7 +3,7 @@
 `upgrade()` is pure: it checks the handshake (`ws_handshake`), negotiates
 permessage-deflate and returns an `Upgrade` (what to run, the 101's fields) or an
 `UpgradeRefused` (the 400/426 to send). The handlers are the application, written
-against `WebSocketSession`: they send and receive whole messages and never see a frame.
+against `WebSocketSession` (`WebSocketRoute` hooks): they see whole messages, never a frame.
 
 - /ws/echo    every message comes back, same type, same bytes
 - /ws/ticker  the server pushes a message every `interval_ms`, unasked: what HTTP cannot
@@ -13,9 +13,10 @@ against `WebSocketSession`: they send and receive whole messages and never see a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import json
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -29,26 +30,28 @@ from handshake_lab.ws_handshake import (
     is_upgrade_request,
     negotiate_deflate,
 )
-from handshake_lab.ws_session import ConnectionClosed
+from handshake_lab.ws_session import ConnectionClosed, WebSocketRoute
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from wsproto.extensions import PerMessageDeflate
 
+    from handshake_lab.ws_conn import MessageReceived
     from handshake_lab.ws_session import WebSocketSession
     from server.app import Request
     from server.config import ServerConfig
 
 Headers = list[tuple[bytes, bytes]]
-Handler = Callable[["WebSocketSession"], Awaitable[None]]
 TICKER_INTERVAL_MS: Final = (10, 60_000, 1000)  # minimum, maximum, default
 
 
 @dataclass(frozen=True, slots=True)
 class Upgrade:
-    """Switch the connection to WebSocket (101) and run `handler` on it."""
+    """Switch the connection to WebSocket (101) and run `route` on it."""
 
     path: str
-    handler: Handler
+    route: WebSocketRoute
     headers: Headers  # of the 101 response
     deflate: PerMessageDeflate | None
     origin: str | None
@@ -73,10 +76,12 @@ class WebSocketRoutes:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.chat = ChatRoom()
-        self._routes: dict[str, Callable[[dict[str, list[str]]], Handler | str]] = {
+        echo = Echo()
+        # Each path makes the route for one upgrade from its query, or says what is wrong.
+        self._routes: dict[str, Callable[[dict[str, list[str]]], WebSocketRoute | str]] = {
             "/ws/echo": lambda _query: echo,
             "/ws/ticker": self._ticker,
-            "/ws/chat": lambda _query: self.chat.join,
+            "/ws/chat": lambda _query: self.chat,
         }
 
     def handles(self, path: str) -> bool:
@@ -107,15 +112,15 @@ class WebSocketRoutes:
             return refuse(error.status_hint, error.kind, str(error), extra)
         if request.body:
             return refuse(400, "ws_bad_request", "a WebSocket upgrade request has no body")
-        handler = self._routes[path](query)
-        if isinstance(handler, str):
-            return refuse(400, "ws_bad_request", handler)
+        route = self._routes[path](query)
+        if isinstance(route, str):
+            return refuse(400, "ws_bad_request", route)
         limit = self.config.ws.max_message_bytes
         negotiated = negotiate_deflate(offer.extension_offers, lambda: BoundedDeflate(limit))
         deflate, answer = negotiated if negotiated else (None, None)
-        return Upgrade(path, handler, accept_headers(offer, answer), deflate, offer.origin)
+        return Upgrade(path, route, accept_headers(offer, answer), deflate, offer.origin)
 
-    def _ticker(self, query: dict[str, list[str]]) -> Handler | str:
+    def _ticker(self, query: dict[str, list[str]]) -> WebSocketRoute | str:
         low, high, default = TICKER_INTERVAL_MS
         values = query.get("interval_ms")
         try:
@@ -124,56 +129,58 @@ class WebSocketRoutes:
             return "?interval_ms must be a whole number"
         if not low <= interval_ms <= high:
             return f"?interval_ms must be between {low} and {high}"
-
-        async def ticker(session: WebSocketSession) -> None:
-            await tick(session, interval_ms / 1000)
-
-        return ticker
+        return Ticker(interval_ms / 1000)
 
 
-async def echo(session: WebSocketSession) -> None:
-    async for message in session:
+class Echo(WebSocketRoute):
+    async def on_message(self, session: WebSocketSession, message: MessageReceived) -> None:
         await session.send(message.data)
 
 
-async def tick(session: WebSocketSession, interval_s: float) -> None:
-    """Push a message every interval, from a schedule (no drift), while reading on."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.create_task(_discard(session))  # the client may talk; nothing to say
-    started = loop.time()
-    try:
-        for n in range(1, 2**63):
-            await asyncio.sleep(max(0.0, started + n * interval_s - loop.time()))
-            tick = {"tick": n, "server_time": time.time(), "interval_ms": round(interval_s * 1e3)}
-            await session.send(json.dumps(tick))
-    finally:
-        reader.cancel()
+class Ticker(WebSocketRoute):
+    """Pushes a message every interval, on a schedule (no drift), whatever the client does."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def on_open(self, session: WebSocketSession) -> None:
+        self._task = asyncio.create_task(self._push(session))
+
+    async def on_close(self, session: WebSocketSession) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _push(self, session: WebSocketSession) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        interval_ms = round(self.interval_s * 1000)
+        with contextlib.suppress(ConnectionClosed, TransportError):  # the pump reports it
+            for n in itertools.count(1):
+                await asyncio.sleep(max(0.0, started + n * self.interval_s - loop.time()))
+                tick = {"tick": n, "server_time": time.time(), "interval_ms": interval_ms}
+                await session.send(json.dumps(tick))
 
 
-async def _discard(session: WebSocketSession) -> None:
-    async for _message in session:
-        pass
-
-
-class ChatRoom:
+class ChatRoom(WebSocketRoute):
     """Everyone connected to /ws/chat; a message from one goes to all, sender included."""
 
     def __init__(self) -> None:
         self.members: set[WebSocketSession] = set()
 
-    async def join(self, session: WebSocketSession) -> None:
+    async def on_open(self, session: WebSocketSession) -> None:
         self.members.add(session)
-        try:
-            async for message in session:
-                await self.broadcast(message.data)
-        finally:
-            self.members.discard(session)
 
-    async def broadcast(self, data: str | bytes) -> None:
+    async def on_close(self, session: WebSocketSession) -> None:
+        self.members.discard(session)
+
+    async def on_message(self, session: WebSocketSession, message: MessageReceived) -> None:
         # Concurrently: a member slow to read delays only itself (each send is bounded by
         # the send timeout, after which that member is dropped).
         results = await asyncio.gather(
-            *(member.send(data) for member in list(self.members)), return_exceptions=True
+            *(member.send(message.data) for member in list(self.members)),
+            return_exceptions=True,
         )
         for result in results:
             if isinstance(result, BaseException) and not isinstance(

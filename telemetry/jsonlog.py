@@ -10,12 +10,16 @@ from __future__ import annotations
 import json
 import time
 from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
+
+from telemetry.events import Level
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from telemetry.events import Event
+
+LEVELS: Final = tuple(level.value for level in Level)  # least to most severe
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:
@@ -42,17 +46,31 @@ class LogSink:
         fmt: "json" or "text".
         flush_each: flush after every line (for a terminal); otherwise the stream's
             own buffering applies and `close()` flushes.
+        level: the least level written; "debug" adds the per-message events
+            (WebSocket messages, pings), which metrics count either way.
     """
 
-    def __init__(self, stream: TextIO, fmt: str = "json", *, flush_each: bool = False) -> None:
+    def __init__(
+        self,
+        stream: TextIO,
+        fmt: str = "json",
+        *,
+        flush_each: bool = False,
+        level: str = "info",
+    ) -> None:
         if fmt not in ("json", "text"):
             raise ValueError(f"unknown log format {fmt!r} (json or text)")
+        if level not in LEVELS:
+            raise ValueError(f"unknown log level {level!r} ({', '.join(LEVELS)})")
         self.stream = stream
         self.fmt = fmt
         self.flush_each = flush_each
+        self.skipped = frozenset(LEVELS[: LEVELS.index(level)])
         self.lines = 0
 
     def __call__(self, event: Event) -> None:
+        if event.level in self.skipped:
+            return
         line = format_json(event) if self.fmt == "json" else format_text(event)
         self.stream.write(line)
         self.lines += 1

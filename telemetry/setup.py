@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, TextIO
 from prometheus_client import CollectorRegistry, start_http_server
 
 from telemetry.bus import Bus
-from telemetry.jsonlog import LogSink
+from telemetry.jsonlog import LEVELS, LogSink
 from telemetry.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -28,6 +28,13 @@ def add_telemetry_arguments(parser: argparse.ArgumentParser, *, metrics_port: in
     )
     group.add_argument(
         "--log-file", metavar="PATH", help="append the event log to PATH instead of stderr"
+    )
+    group.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default="info",
+        help="the least level logged; debug adds an event per WebSocket message and ping "
+        "(metrics count them at any level) (default: %(default)s)",
     )
     group.add_argument(
         "--metrics-port",
@@ -57,13 +64,13 @@ class Telemetry:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Telemetry:
         telemetry = cls()
-        telemetry.open_log(args.log_format, args.log_file)
+        telemetry.open_log(args.log_format, args.log_file, args.log_level)
         if args.metrics_port:
             telemetry.enable_metrics()
             telemetry.serve_metrics(args.metrics_host, args.metrics_port)
         return telemetry
 
-    def open_log(self, fmt: str, path: str | None = None) -> None:
+    def open_log(self, fmt: str, path: str | None = None, level: str = "info") -> None:
         if fmt == "off":
             return
         if path:
@@ -74,7 +81,7 @@ class Telemetry:
         interactive = stream.isatty()
         if fmt == "auto":
             fmt = "text" if interactive else "json"
-        self.log = LogSink(stream, fmt, flush_each=interactive)
+        self.log = LogSink(stream, fmt, flush_each=interactive, level=level)
         self.bus.subscribe(self.log)
 
     def enable_metrics(self, registry: CollectorRegistry | None = None) -> Metrics:

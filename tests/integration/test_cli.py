@@ -102,7 +102,9 @@ def total(samples: dict[str, float], name: str, **labels: str) -> float:
 
 async def test_log_and_metrics_count_the_same_events_and_sigterm_exits_0(tmp_path: Path) -> None:
     log = tmp_path / "events.jsonl"
-    async with server_process("--log-format", "json", "--log-file", str(log)) as server:
+    # debug: every event is logged (at info the per-message ones are left out of the log)
+    logging = ("--log-format", "json", "--log-file", str(log), "--log-level", "debug")
+    async with server_process(*logging) as server:
         async with HTTPClient(http_version="1.0") as client:
             for _ in range(3):
                 await client.get(f"{server.url}/health")

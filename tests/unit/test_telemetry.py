@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from telemetry.bus import Bus, Tracer
-from telemetry.events import Event, Name, Role, format_address
+from telemetry.events import Event, Level, Name, Role, format_address
 from telemetry.jsonlog import LogSink, event_to_dict, format_json
 from telemetry.metrics import Metrics
 from telemetry.timeline import Timeline
@@ -92,6 +92,28 @@ def test_text_log_is_one_readable_line() -> None:
 def test_unknown_log_format_is_refused() -> None:
     with pytest.raises(ValueError, match="json or text"):
         LogSink(io.StringIO(), "xml")
+    with pytest.raises(ValueError, match="debug, info"):
+        LogSink(io.StringIO(), "json", level="chatty")
+
+
+@pytest.mark.parametrize(
+    ("level", "logged"),
+    [
+        ("debug", ["ws.message.received", "ws.close.sent", "ws.connection.failed"]),
+        ("info", ["ws.close.sent", "ws.connection.failed"]),
+        ("warning", ["ws.connection.failed"]),
+        ("error", []),
+    ],
+)
+def test_the_log_level_leaves_out_less_severe_events(level: str, logged: list[str]) -> None:
+    stream = io.StringIO()
+    bus = Bus()
+    bus.subscribe(LogSink(stream, "json", level=level))
+    tracer = Tracer(bus, Role.SERVER)
+    tracer.emit(Name.WS_MESSAGE_RECEIVED, Level.DEBUG, bytes=1)
+    tracer.emit(Name.WS_CLOSE_SENT, code=1000)
+    tracer.emit(Name.WS_CONNECTION_FAILED, Level.WARNING, kind="ws_protocol_error")
+    assert [json.loads(line)["event"] for line in stream.getvalue().splitlines()] == logged
 
 
 def test_format_address() -> None:
