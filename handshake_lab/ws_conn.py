@@ -213,6 +213,34 @@ class MessageLimit(Extension):
         return data
 
 
+class Deflater:
+    """Our sending side of permessage-deflate (RFC 7692 §7.2.1), as negotiated."""
+
+    def __init__(self, deflate: PerMessageDeflate, *, client: bool) -> None:
+        # §7.1.2: each side's window and context takeover are the ones named for it.
+        self.window_bits = (
+            deflate.client_max_window_bits if client else deflate.server_max_window_bits
+        )
+        self.reset_each_message = (
+            deflate.client_no_context_takeover if client else deflate.server_no_context_takeover
+        )
+        self._compressor: zlib._Compress | None = None
+
+    def compress(self, data: bytes, fin: bool) -> bytes:
+        """One frame's payload; `fin` ends the message."""
+        if self._compressor is None:
+            self._compressor = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self.window_bits
+            )
+        out = self._compressor.compress(data)
+        if fin:
+            # §7.2.1: flush to a byte boundary and leave out the 00 00 ff ff it ends with.
+            out = (out + self._compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+            if self.reset_each_message:
+                self._compressor = None
+        return out
+
+
 class BoundedDeflate(PerMessageDeflate):
     """permessage-deflate whose decompression stops at the message limit.
 
@@ -299,6 +327,9 @@ class WebSocketConnection:
         self._owed_to_wsproto = 0
         self._wsproto_in_message = False
         self._hook_view = FrameProtocol(client, [])  # what the extensions' hooks read: .client
+        # Compressing is ours alone (we write every data frame); wsproto's extension object
+        # inflates what the peer sends, on both paths.
+        self._deflater = Deflater(deflate, client=client) if deflate and deflate.enabled() else None
 
     # --- receiving -----------------------------------------------------------------------
 
@@ -535,12 +566,10 @@ class WebSocketConnection:
 
     def _data_frame(self, opcode: int, payload: bytes, fin: bool) -> bytes:
         first = opcode | (0x80 if fin else 0)
-        deflate = self.deflate
-        if deflate is not None and deflate.enabled():
-            rsv, payload = deflate.frame_outbound(
-                self._hook_view, Opcode(opcode), RsvBits(False, False, False), payload, fin
-            )
-            first |= 0x40 if rsv.rsv1 else 0  # RFC 7692 §6: RSV1 marks a compressed message
+        if self._deflater is not None:
+            if opcode:  # RFC 7692 §6.1: RSV1 on a compressed message's first frame only
+                first |= 0x40
+            payload = self._deflater.compress(payload, fin)
         length = len(payload)
         mask = 0x80 if self.client else 0  # §5.3: a client masks, a server does not
         if length < 126:

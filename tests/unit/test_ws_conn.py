@@ -126,6 +126,43 @@ def test_a_message_over_64_kib_takes_the_8_byte_length(client_sends: bool) -> No
     assert events(receiver, wire) == [MessageReceived(data, len(data), 1, False)]
 
 
+@pytest.mark.parametrize(
+    "offer",
+    [
+        "permessage-deflate",
+        "permessage-deflate; server_max_window_bits=9; client_max_window_bits=10",
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+    ],
+)
+def test_compressed_messages_both_ways_with_negotiated_parameters(offer: str) -> None:
+    negotiated = negotiate_deflate([offer], lambda: BoundedDeflate(LIMIT))
+    assert negotiated is not None
+    server_deflate, answer = negotiated
+    client_deflate = PerMessageDeflate()
+    client_deflate.finalize(answer)
+    client = WebSocketConnection(client=True, limits=QUIET, now=0.0, deflate=client_deflate)
+    server = WebSocketConnection(client=False, limits=QUIET, now=0.0, deflate=server_deflate)
+    texts = ["repeat " * 20, "repeat " * 20, "other", "x" * 500]
+    for text in texts:  # several messages: the contexts carry over (or are reset) in step
+        wire = client.send_message(text, 0.0, fragment_bytes=64)
+        assert events(server, wire) == [MessageReceived(text, len(text), _frames(wire), True)]
+        back = server.send_message(text.encode(), 0.0)
+        assert back[0] & 0x40  # RSV1: compressed
+        assert len(back) < len(text) or len(text) < 10
+        assert events(client, back) == [MessageReceived(text.encode(), len(text), 1, True)]
+
+
+def _frames(wire: bytes) -> int:
+    """How many frames are in `wire` (masked frames of under 126 bytes each)."""
+    count, at = 0, 0
+    while at < len(wire):
+        length = wire[at + 1] & 0x7F
+        assert length < 126
+        at += 2 + 4 + length
+        count += 1
+    return count
+
+
 @pytest.mark.parametrize("deflate", [False, True])
 def test_fragmented_messages_count_their_frames(deflate: bool) -> None:
     pair = Pair.make(deflate=deflate)
