@@ -326,6 +326,7 @@ class WebSocketConnection:
         self._inbox = bytearray(trailing_data)
         self._owed_to_wsproto = 0
         self._wsproto_in_message = False
+        self._wsproto_has_bytes = False  # fed since it last had no event to give
         self._hook_view = FrameProtocol(client, [])  # what the extensions' hooks read: .client
         # Compressing is ours alone (we write every data frame); wsproto's extension object
         # inflates what the peer sends, on both paths.
@@ -358,9 +359,11 @@ class WebSocketConnection:
         if self._pending:
             return self._pending.pop(0)
         while self.state is not WSState.CLOSED:
-            event = self._wsproto_event(now)
-            if event is not None:
-                return event
+            if self._wsproto_has_bytes:  # (asking an idle wsproto costs a generator)
+                event = self._wsproto_event(now)
+                if event is not None:
+                    return event
+                self._wsproto_has_bytes = False
             routed = self._route_frame(now)
             if routed is False:
                 break  # a frame is incomplete
@@ -414,6 +417,7 @@ class WebSocketConnection:
             del inbox[: len(chunk)]
             self._owed_to_wsproto -= len(chunk)
             self._ws.receive_data(chunk)
+            self._wsproto_has_bytes = True
             return True
         # RFC 6455 §5.2: FIN, RSV1-3, opcode | MASK, 7-bit length [16 or 64-bit length] [key]
         if len(inbox) < 2:
@@ -448,6 +452,7 @@ class WebSocketConnection:
             del inbox[: len(chunk)]
             self._owed_to_wsproto = total - len(chunk)
             self._ws.receive_data(chunk)
+            self._wsproto_has_bytes = True
             return True
         if len(inbox) < total:
             return False
