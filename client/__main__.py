@@ -60,14 +60,7 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         help="the method (default: GET, or POST with -d)",
     )
     parser.add_argument("-d", "--data", default=None, help="request body (sets POST unless -X)")
-    parser.add_argument(
-        "-H",
-        "--header",
-        action="append",
-        default=[],
-        metavar="'NAME: VALUE'",
-        help="add a request header; repeatable",
-    )
+    add_header_argument(parser, "add a request header; repeatable")
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object per request instead of text"
     )
@@ -81,6 +74,12 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_telemetry_arguments(parser, metrics_port=0)
     parser.set_defaults(log_format="off")
+
+
+def add_header_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    parser.add_argument(
+        "-H", "--header", action="append", default=[], metavar="'NAME: VALUE'", help=help_text
+    )
 
 
 def parse_headers(raw: list[str]) -> Headers:

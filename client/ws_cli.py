@@ -17,7 +17,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from client.__main__ import parse_headers
+from client.__main__ import add_header_argument, parse_headers
 from client.ws import UpgradeFailed, URLError, WebSocketClient, connect
 from handshake_lab.transport import TransportError
 from handshake_lab.ws_handshake import GUID
@@ -74,13 +74,8 @@ def add_ws_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--close-reason", default="", help="our Close frame's reason")
     parser.add_argument("--no-deflate", action="store_true", help="do not offer permessage-deflate")
-    parser.add_argument(
-        "-H",
-        "--header",
-        action="append",
-        default=[],
-        metavar="'NAME: VALUE'",
-        help="add a header to the upgrade request (e.g. 'Origin: http://lab'); repeatable",
+    add_header_argument(
+        parser, "add a header to the upgrade request (e.g. 'Origin: http://lab'); repeatable"
     )
     parser.add_argument(
         "--json", action="store_true", help="one JSON object per line instead of text"

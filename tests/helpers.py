@@ -9,6 +9,8 @@ import struct
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from prometheus_client import CollectorRegistry
 
 
@@ -20,6 +22,17 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
+
+
+async def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 3.0) -> None:
+    """Poll `predicate` until true, for at most `timeout_s`; fail saying `what` it waited for."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            # A poll, not an Event: our Server and the peers expose no event to wait on.
+            while not predicate():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout_s} s: {what}") from None
 
 
 async def raw_exchange(

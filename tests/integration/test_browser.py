@@ -30,10 +30,10 @@ from websockets.exceptions import ConnectionClosed
 from server.ws_demo import WS_DEMO_PAGE
 from telemetry.events import Level, Name, Role
 from tests.conftest import require_tool
-from tests.helpers import sample
+from tests.helpers import sample, wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from websockets.asyncio.client import ClientConnection
@@ -217,17 +217,6 @@ async def wait_for_page(devtools: DevTools, session_id: str, chromium: Chromium)
 # --- helpers -------------------------------------------------------------------------------
 
 
-async def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll `predicate` until true, for at most DRAIN_TIMEOUT_S."""
-    try:
-        async with asyncio.timeout(DRAIN_TIMEOUT_S):
-            # A poll, not an Event: our Server exposes no event to wait on.
-            while not predicate():  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {DRAIN_TIMEOUT_S} s: {what}") from None
-
-
 # --- tests ---------------------------------------------------------------------------------
 
 
@@ -299,6 +288,7 @@ async def test_chromium_receives_pushed_ticks_and_an_echo(
             and running.server.open_connections == 0
         ),
         "the browser's WebSockets and connections closed on the server",
+        DRAIN_TIMEOUT_S,
     )
     closed = {
         e.attrs["path"]: e.attrs for e in timeline.named(Name.WS_CONNECTION_CLOSED, Role.SERVER)

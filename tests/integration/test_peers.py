@@ -25,7 +25,7 @@ from telemetry.events import Name, Role
 from telemetry.setup import Telemetry
 from telemetry.timeline import Timeline
 from tests.conftest import require_tool
-from tests.helpers import sample
+from tests.helpers import sample, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -40,21 +40,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.peer]
 
 N = 3  # requests per scenario: enough to tell "one connection" from "one per request"
 PEER_TIMEOUT_S = 10.0  # a bound on any one peer; the tests take well under a second each
-DRAIN_TIMEOUT_S = 3.0
 
 
 # --- helpers -------------------------------------------------------------------------------
-
-
-async def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll `predicate` until true, for at most DRAIN_TIMEOUT_S."""
-    try:
-        async with asyncio.timeout(DRAIN_TIMEOUT_S):
-            # A poll, not an Event: the peers (and our Server) expose no event to wait on.
-            while not predicate():  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {DRAIN_TIMEOUT_S} s: {what}") from None
 
 
 async def drained(server: Server) -> None:

@@ -36,6 +36,7 @@ from tests.helpers import (
     read_ws_frame,
     sample,
     status_of,
+    wait_until,
     ws_frame,
 )
 
@@ -70,15 +71,6 @@ async def server_with(observed: Observed, ws: WSLimits) -> AsyncIterator[Running
         yield RunningServer(server, observed)
     finally:
         await server.shutdown(timeout_s=BOUND_S)
-
-
-async def wait_until(predicate: Any, what: str) -> None:
-    try:
-        async with asyncio.timeout(BOUND_S):
-            while not predicate():  # noqa: ASYNC110 (the server exposes no event to wait on)
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"not within {BOUND_S} s: {what}") from None
 
 
 def ws_events(observed: Observed, name: Name, role: Role = Role.SERVER) -> list[Any]:
