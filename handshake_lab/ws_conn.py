@@ -423,12 +423,14 @@ class WebSocketConnection:
         if len(inbox) < 2:
             return False
         first, second = inbox[0], inbox[1]
-        length, offset = second & 0x7F, 2
+        length, offset, minimal = second & 0x7F, 2, True
         if length >= 126:
             offset = 4 if length == 126 else 10
             if len(inbox) < offset:
                 return False
             length = int.from_bytes(inbox[2:offset], "big")
+            # §5.2: "the minimal number of bytes MUST be used to encode the length"
+            minimal = length >= (126 if offset == 4 else 0x10000)
         masked = second & 0x80
         if masked:
             offset += 4
@@ -441,6 +443,7 @@ class WebSocketConnection:
             and not self._wsproto_in_message
             and (rsv == 0 or (rsv == 0x40 and deflate is not None and deflate.enabled()))
             and bool(masked) is not self.client  # §5.1: only clients mask
+            and minimal
             and length <= self.limits.max_message_bytes
         )
         if not plain:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from handshake_lab.errors import LocalProtocolError, RemoteProtocolError
@@ -289,6 +291,11 @@ def test_corrupt_deflate_data_is_invalid_payload() -> None:
         pytest.param(
             frame(TEXT, b"a", fin=False) + frame(TEXT, b"b"), 1002, id="interleaved-messages"
         ),
+        # §5.2: the length in the fewest bytes: 2 bytes only from 126, 8 only from 65536.
+        pytest.param(b"\x81\xfe\x00\x02abcd" + b"hi", 1002, id="length-not-minimal-16"),
+        pytest.param(
+            b"\x81\xff" + (2).to_bytes(8, "big") + b"abcd" + b"hi", 1002, id="length-not-minimal-64"
+        ),
         # §5.2: opcodes 0x3-0x7 and 0xB-0xF are reserved.
         pytest.param(frame(0x3, b""), 1002, id="reserved-opcode"),
         # §5.5.1: a close body is empty or starts with a 2-byte code ...
@@ -505,3 +512,74 @@ def test_drain_closes_with_1001_at_once() -> None:
     assert pair.server.handle_timeout(7.0) == CloseSent(1001, "server shutting down")
     pair.server.begin_drain(8.0)  # already closing: nothing more
     assert pair.server.get_timer() == 7.0 + QUIET.close_timeout_s
+
+
+# --- our frame router against wsproto alone ---------------------------------------------
+
+Outcome = tuple[str, object]
+
+
+def through_ours(data: bytes, chunk: int) -> list[Outcome]:
+    core = WebSocketConnection(client=False, limits=BIG, now=0.0)
+    out: list[Outcome] = []
+    for start in range(0, len(data), chunk):
+        core.receive_data(data[start : start + chunk], 0.0)
+        try:
+            while (event := core.next_event(0.0)) is not NEED_DATA:
+                match event:
+                    case MessageReceived():
+                        out.append(("message", event.data))
+                    case PingReceived():
+                        out.append(("ping", event.payload))
+                    case PongReceived():
+                        out.append(("pong", event.payload))
+                    case CloseReceived():
+                        return [*out, ("close", event.code)]
+        except RemoteProtocolError as error:
+            return [*out, ("fail", error.close_code)]
+    return out
+
+
+def through_wsproto(data: bytes) -> list[Outcome]:
+    ws = Connection(ConnectionType.SERVER)
+    ws.receive_data(data)
+    out: list[Outcome] = []
+    pieces: list[Any] = []
+    for event in ws.events():
+        match event:
+            case TextMessage() | BytesMessage():
+                pieces.append(event.data)
+                if event.message_finished:
+                    text = isinstance(event, TextMessage)
+                    out.append(("message", "".join(pieces) if text else b"".join(pieces)))
+                    pieces = []
+            case Ping():
+                out.append(("ping", bytes(event.payload)))
+            case Pong():
+                out.append(("pong", bytes(event.payload)))
+            case CloseConnection():
+                failed = ws.state is ConnectionState.OPEN  # a parse failure leaves it OPEN
+                return [*out, ("fail" if failed else "close", int(event.code))]
+    return out
+
+
+BIG: Final = WSLimits(max_message_bytes=1 << 20, ping_interval_s=0, idle_timeout_s=0)
+random_frame = st.builds(
+    lambda opcode, payload, fin, rsv, masked: frame(
+        opcode, payload, fin=fin, rsv=rsv, masked=masked
+    ),
+    opcode=st.sampled_from([TEXT, BINARY, CONTINUATION, PING, PONG, CLOSE, 0x3]),
+    payload=st.one_of(
+        st.text(max_size=40).map(str.encode), st.binary(max_size=40), st.just(b"\xc3")
+    ),
+    fin=st.booleans(),
+    rsv=st.sampled_from([0, 0, 0, 0b100, 0b010]),
+    masked=st.sampled_from([True, True, True, False]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(random_frame, max_size=6), st.integers(min_value=1, max_value=50))
+def test_our_frame_router_agrees_with_wsproto(frames: list[bytes], chunk: int) -> None:
+    data = b"".join(frames)
+    assert through_ours(data, chunk) == through_wsproto(data)
