@@ -20,14 +20,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit
 
-from wsproto.extensions import PerMessageDeflate
-
 from client.http_conn import ClientHTTPConnection, ResponseReceived
 from handshake_lab.closing import Closing
 from handshake_lab.errors import RemoteProtocolError
 from handshake_lab.http_events import BodyReceived, NeedData, PeerClosed
 from handshake_lab.transport import TransportError, open_tcp_stream
-from handshake_lab.ws_conn import WebSocketConnection, WSLimits, WSState
+from handshake_lab.ws_conn import BoundedDeflate, WebSocketConnection, WSLimits, WSState
 from handshake_lab.ws_handshake import (
     DEFLATE,
     accept_token,
@@ -243,7 +241,7 @@ async def connect(
         local=stream.local_address,
         remote=stream.remote_address,
     )
-    offered: list[Extension] = [PerMessageDeflate()] if offer_deflate else []
+    offered: list[Extension] = [BoundedDeflate(limits.max_message_bytes)] if offer_deflate else []
     http = ClientHTTPConnection()
     try:
         async with asyncio.timeout(timeout_s):
@@ -274,7 +272,7 @@ async def connect(
         raise
     handshake.extensions = ", ".join(ext.name for ext in extensions)
     deflate = next((ext for ext in extensions if ext.name == DEFLATE), None)
-    assert deflate is None or isinstance(deflate, PerMessageDeflate)
+    assert deflate is None or isinstance(deflate, BoundedDeflate)
     tracer.emit(
         Name.WS_UPGRADE_ACCEPTED,
         path=target.path,

@@ -186,7 +186,9 @@ class MessageLimit(Extension):
                 self.wire_bytes = self.message_bytes = self.frames = 0
                 self.compressed = rsv.rsv1
             self._frame_bytes = payload_length
-            if self.wire_bytes + payload_length > self.max_message_bytes:
+            if self.wire_bytes + payload_length > wire_limit(
+                self.max_message_bytes, self.compressed
+            ):
                 self.refusal = (
                     f"a frame header announces a message of {self.wire_bytes + payload_length}"
                     f" bytes or more, limit {self.max_message_bytes}"
@@ -205,11 +207,10 @@ class MessageLimit(Extension):
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes
     ) -> bytes | CloseReason:
+        # (Counting only: the header check bounds a plain message, BoundedDeflate an
+        # inflated one.)
         if not self._in_control:
             self.message_bytes += len(data)
-            if self.message_bytes > self.max_message_bytes:
-                self.refusal = f"message inflates past the limit of {self.max_message_bytes} bytes"
-                return CloseReason.MESSAGE_TOO_BIG
         return data
 
 
@@ -242,31 +243,90 @@ class Deflater:
 
 
 class BoundedDeflate(PerMessageDeflate):
-    """permessage-deflate whose decompression stops at the message limit.
+    """permessage-deflate (RFC 7692) whose inflating stops at the message limit, and which
+    lets control frames pass between a compressed message's fragments.
 
-    wsproto inflates a frame's payload in one call, however large the result: 1 MB of
-    compressed zeros would become 1 GB. Here each call may produce at most the limit (plus
-    one byte, to tell "exactly the limit" from "over it").
+    wsproto's own extension inflates a frame in one call, however large the result (1 MB
+    of compressed zeros would become 1 GB), inflates the `00 00 ff ff` tail unbounded, and
+    resets its per-message state on a ping between fragments, after which the rest of the
+    message is handed over still compressed (RFC 6455 §5.4 allows that ping; wsproto's
+    open pull request #205). Here every call inflates at most what is left of the limit,
+    the whole message counts, and control frames leave the message's state alone.
     """
 
     def __init__(self, max_message_bytes: int) -> None:
         super().__init__()
         self.max_message_bytes = max_message_bytes
+        self._control = False  # the frame being read is a control frame
+        self._inflated = 0  # bytes of the current message inflated so far
+
+    def frame_inbound_header(
+        self,
+        proto: FrameDecoder | FrameProtocol,
+        opcode: Opcode,
+        rsv: RsvBits,
+        payload_length: int,
+    ) -> CloseReason | RsvBits:
+        self._control = opcode.iscontrol()
+        if self._control:  # §6.1: control frames are never compressed
+            return CloseReason.PROTOCOL_ERROR if rsv.rsv1 else RsvBits(False, False, False)
+        if opcode is not Opcode.CONTINUATION:
+            self._inflated = 0
+        return super().frame_inbound_header(proto, opcode, rsv, payload_length)
 
     def frame_inbound_payload_data(
         self, proto: FrameDecoder | FrameProtocol, data: bytes
     ) -> bytes | CloseReason:
-        if not self._inbound_compressed or not self._inbound_is_compressible:
+        if self._control or not self._inbound_compressed or not self._inbound_is_compressible:
             return data
+        return self._inflate(data)
+
+    def frame_inbound_complete(
+        self, proto: FrameDecoder | FrameProtocol, fin: bool
+    ) -> bytes | CloseReason | None:
+        if self._control or not fin:
+            return None
+        if not self._inbound_compressed:
+            self._inbound_compressed = None
+            return None
+        tail = self._inflate(b"\x00\x00\xff\xff")  # RFC 7692 §7.2.2: the flush marker
+        if proto.client:
+            no_context_takeover = self.server_no_context_takeover
+        else:
+            no_context_takeover = self.client_no_context_takeover
+        if no_context_takeover:
+            self._decompressor = None
+        self._inbound_compressed = None
+        return tail
+
+    def _inflate(self, data: bytes) -> bytes | CloseReason:
         decompressor = self._decompressor
         assert decompressor is not None
+        room = self.max_message_bytes - self._inflated
         try:
-            inflated = decompressor.decompress(data, self.max_message_bytes + 1)
+            inflated = decompressor.decompress(data, room + 1)
         except zlib.error:
             return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        if decompressor.unconsumed_tail or len(inflated) > self.max_message_bytes:
+        self._inflated += len(inflated)
+        if decompressor.unconsumed_tail or len(inflated) > room:
             return CloseReason.MESSAGE_TOO_BIG
         return inflated
+
+
+def wire_limit(max_message_bytes: int, compressed: bool) -> int:
+    """The most payload bytes a message within the limit can take on the wire: zlib's
+    deflateBound for incompressible data, when compressed (so a message of exactly the
+    limit is not refused for being bigger compressed than plain)."""
+    if not compressed:
+        return max_message_bytes
+    n = max_message_bytes
+    return n + (n >> 12) + (n >> 14) + (n >> 25) + 13
+
+
+def sendable_close_code(code: int) -> bool:
+    """RFC 6455 §7.4: the codes an endpoint may put in a Close frame (1004-1006 and 1015
+    are reserved; 1012-1013 are registered with IANA; 3000-4999 are for applications)."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1013 or 3000 <= code <= 4999
 
 
 # --- the connection ------------------------------------------------------------------------
@@ -279,7 +339,7 @@ class WebSocketConnection:
         client: True on the client's side (it masks what it sends, RFC 6455 §5.3).
         limits: the limits and timers to apply.
         now: the time the upgrade completed, on the clock of every later `now`.
-        deflate: the negotiated permessage-deflate (a `BoundedDeflate` on the server),
+        deflate: the negotiated permessage-deflate, bounded by the message limit,
             or None.
         trailing_data: bytes that arrived after the handshake's response or request.
     """
@@ -290,7 +350,7 @@ class WebSocketConnection:
         client: bool,
         limits: WSLimits,
         now: float,
-        deflate: PerMessageDeflate | None = None,
+        deflate: BoundedDeflate | None = None,
         trailing_data: bytes = b"",
     ) -> None:
         self.limits = limits
@@ -444,7 +504,7 @@ class WebSocketConnection:
             and (rsv == 0 or (rsv == 0x40 and deflate is not None and deflate.enabled()))
             and bool(masked) is not self.client  # §5.1: only clients mask
             and minimal
-            and length <= self.limits.max_message_bytes
+            and length <= wire_limit(self.limits.max_message_bytes, bool(rsv))
         )
         if not plain:
             if opcode == 0x1 or opcode == 0x2:
@@ -609,7 +669,13 @@ class WebSocketConnection:
         return self._send(Ping(payload=payload))
 
     def close(self, now: float, code: int = NORMAL, reason: str = "") -> bytes:
-        """Start the closing handshake (or b"" when it has started already)."""
+        """Start the closing handshake (or b"" when it has started already).
+
+        Raises:
+            LocalProtocolError: a code that may not be sent (see `sendable_close_code`).
+        """
+        if not sendable_close_code(code):
+            raise LocalProtocolError(f"close code {code} may not be sent (RFC 6455 §7.4)")
         if self.state is not WSState.OPEN:
             return b""
         self.state = WSState.LOCAL_CLOSING

@@ -21,7 +21,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from wsproto.extensions import PerMessageDeflate
 
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 Headers = list[tuple[bytes, bytes]]
 
+D = TypeVar("D", bound=PerMessageDeflate)
 GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
 VERSION: Final = b"13"  # RFC 6455 §4.1 step 9: the only version
 KEY_BYTES: Final = 16  # RFC 6455 §4.1 step 7: a 16-byte nonce, base64-encoded
@@ -143,8 +144,9 @@ def check_upgrade_request(method: str, http_version: str, headers: Headers) -> U
 
 
 def negotiate_deflate(
-    offers: list[str], new_extension: Callable[[], PerMessageDeflate] = PerMessageDeflate
-) -> tuple[PerMessageDeflate, str] | None:
+    offers: list[str],
+    new_extension: Callable[[], D] = PerMessageDeflate,  # type: ignore[assignment]
+) -> tuple[D, str] | None:
     """Server side of RFC 7692: accept the first permessage-deflate offer we can honour.
 
     Args:
@@ -156,18 +158,41 @@ def negotiate_deflate(
         to answer with, or None (then the connection runs uncompressed).
     """
     for offer in offers:
-        if offer.split(";", 1)[0].strip() != DEFLATE:
+        if offer.split(";", 1)[0].strip() != DEFLATE or not _valid_deflate_offer(offer):
             continue
         extension = new_extension()
-        try:
-            # wsproto parses the parameters; a bad one (window bits not a number, or out
-            # of 8..15) raises ValueError, and RFC 7692 §5 says: decline that offer.
-            accepted = extension.accept(offer)
-        except ValueError:
-            continue
+        # wsproto applies the (checked) parameters, unquoted; it answers None for a window
+        # of 8, which zlib cannot do for raw deflate: that offer is declined too.
+        accepted = extension.accept(offer.replace('"', ""))
         if isinstance(accepted, str):
             return extension, f"{DEFLATE}; {accepted}" if accepted else DEFLATE
     return None
+
+
+# RFC 7692 §7.1: the parameters an offer may carry, and whether each takes a value.
+_DEFLATE_PARAMS: Final = {
+    "server_no_context_takeover": "none",
+    "client_no_context_takeover": "none",
+    "server_max_window_bits": "required",
+    "client_max_window_bits": "optional",
+}
+
+
+def _valid_deflate_offer(offer: str) -> bool:
+    """RFC 7692 §5: an offer with an unknown or repeated parameter, or a value where none
+    belongs (or none where one must be), is declined."""
+    seen: set[str] = set()
+    for param in offer.split(";")[1:]:
+        name, has_value, value = (part.strip() for part in param.partition("="))
+        kind = _DEFLATE_PARAMS.get(name)
+        if kind is None or name in seen:
+            return False
+        seen.add(name)
+        if (kind == "none" and has_value) or (kind == "required" and not has_value):
+            return False
+        if has_value and not (value.strip('"').isdigit() and 8 <= int(value.strip('"')) <= 15):
+            return False  # §7.1.2.1: a decimal window size from 8 to 15
+    return True
 
 
 def accept_headers(offer: UpgradeOffer, extensions_answer: str | None) -> Headers:

@@ -35,8 +35,6 @@ from handshake_lab.ws_session import ConnectionClosed, WebSocketRoute
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from wsproto.extensions import PerMessageDeflate
-
     from handshake_lab.ws_conn import MessageReceived
     from handshake_lab.ws_session import WebSocketSession
     from server.app import Request
@@ -53,7 +51,7 @@ class Upgrade:
     path: str
     route: WebSocketRoute
     headers: Headers  # of the 101 response
-    deflate: PerMessageDeflate | None
+    deflate: BoundedDeflate | None
     origin: str | None
 
 
@@ -108,7 +106,12 @@ class WebSocketRoutes:
             offer = check_upgrade_request(request.method, request.http_version, request.headers)
         except RemoteProtocolError as error:
             # RFC 6455 §4.4: with 426, say which version we speak.
-            extra = [(b"sec-websocket-version", VERSION)] if error.status_hint == 426 else []
+            # (and, RFC 9110 §15.5.22, the protocol to upgrade to)
+            extra = (
+                [(b"upgrade", b"websocket"), (b"sec-websocket-version", VERSION)]
+                if error.status_hint == 426
+                else []
+            )
             return refuse(error.status_hint, error.kind, str(error), extra)
         if request.body:
             return refuse(400, "ws_bad_request", "a WebSocket upgrade request has no body")

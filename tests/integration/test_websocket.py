@@ -368,6 +368,7 @@ async def test_bad_upgrades_get_their_status_and_the_server_serves_on(
     assert b"connection: close" in head
     if status == 426:
         assert b"sec-websocket-version: 13" in head
+        assert b"upgrade: websocket" in head
     [refused] = ws_events(loopback_server.observed, Name.WS_UPGRADE_REFUSED)
     assert refused.attrs["kind"] == kind
     registry = loopback_server.observed.metrics.registry

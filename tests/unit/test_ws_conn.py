@@ -7,6 +7,7 @@ number the test chooses. Raw frames for the bad-input tables are built byte by b
 
 from __future__ import annotations
 
+import random
 import struct
 import zlib
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
-from wsproto.extensions import PerMessageDeflate
 
 from handshake_lab.errors import LocalProtocolError, RemoteProtocolError
 from handshake_lab.http_events import NEED_DATA, PeerClosed
@@ -57,7 +57,7 @@ class Pair:
             )
             assert negotiated is not None
             server_deflate, answer = negotiated
-            client_deflate = PerMessageDeflate()
+            client_deflate = BoundedDeflate(limits.max_message_bytes)
             client_deflate.finalize(answer)
         return cls(
             WebSocketConnection(client=True, limits=limits, now=0.0, deflate=client_deflate),
@@ -140,7 +140,7 @@ def test_compressed_messages_both_ways_with_negotiated_parameters(offer: str) ->
     negotiated = negotiate_deflate([offer], lambda: BoundedDeflate(LIMIT))
     assert negotiated is not None
     server_deflate, answer = negotiated
-    client_deflate = PerMessageDeflate()
+    client_deflate = BoundedDeflate(LIMIT)
     client_deflate.finalize(answer)
     client = WebSocketConnection(client=True, limits=QUIET, now=0.0, deflate=client_deflate)
     server = WebSocketConnection(client=False, limits=QUIET, now=0.0, deflate=server_deflate)
@@ -234,16 +234,101 @@ def test_fragments_adding_up_past_the_limit_are_refused() -> None:
     assert failure(pair.server, second).close_code == 1009
 
 
-def test_a_deflate_bomb_is_refused_before_it_inflates() -> None:
+def deflated(data: bytes, cut: int = 4) -> bytes:
+    """`data` as one permessage-deflate message body (RFC 7692 §7.2.1: no 00 00 ff ff)."""
+    compressor = zlib.compressobj(wbits=-15)
+    body = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return body[:-cut] if cut else body
+
+
+@pytest.mark.parametrize("client_receives", [False, True])
+def test_a_deflate_bomb_is_refused_before_it_inflates(client_receives: bool) -> None:
     limits = WSLimits(max_message_bytes=10_000, ping_interval_s=0, idle_timeout_s=0)
     pair = Pair.make(limits, deflate=True)
-    compressor = zlib.compressobj(wbits=-15)
-    payload = compressor.compress(b"\x00" * 5_000_000) + compressor.flush(zlib.Z_SYNC_FLUSH)
-    payload = payload[:-4]  # RFC 7692 §7.2.1: the sync flush's tail is not sent
+    payload = deflated(b"\x00" * 5_000_000)
     assert len(payload) < limits.max_message_bytes  # small on the wire ...
-    error = failure(pair.server, frame(BINARY, payload, rsv=0b100))  # ... RSV1: compressed
+    receiver = pair.client if client_receives else pair.server
+    bomb = frame(BINARY, payload, rsv=0b100, masked=not client_receives)  # RSV1: compressed
+    error = failure(receiver, bomb)
     assert error.close_code == 1009  # ... refused without inflating 5 MB
     assert "inflates" in str(error)
+
+
+@pytest.mark.parametrize("control", [PING, PONG])
+def test_a_control_frame_between_compressed_fragments_leaves_the_message_whole(
+    control: int,
+) -> None:
+    # RFC 6455 §5.4 allows it; RFC 7692 compresses the message, not each frame.
+    pair = Pair.make(deflate=True)
+    text = "hello hello hello compressible world " * 5
+    body = deflated(text.encode())
+    third = len(body) // 3
+    data = (
+        frame(TEXT, body[:third], fin=False, rsv=0b100)
+        + frame(control, b"p")
+        + frame(CONTINUATION, body[third : 2 * third], fin=False)
+        + frame(CONTINUATION, body[2 * third :])
+    )
+    got = bytewise(pair.server, data)
+    assert [type(e) for e in got] == [
+        PingReceived if control == PING else PongReceived,
+        MessageReceived,
+    ]
+    assert got[1] == MessageReceived(text, len(text), 3, True)
+    # The shared inflate context is intact for the next message.
+    again = pair.client.send_message(text, 0.0)
+    assert events(pair.server, again) == [MessageReceived(text, len(text), 1, True)]
+
+
+def test_an_uncompressed_fragmented_message_with_deflate_on() -> None:
+    pair = Pair.make(deflate=True)  # RFC 7692 §6: RSV1 off means this message is plain
+    data = frame(TEXT, b"ab", fin=False) + frame(CONTINUATION, b"cd")
+    assert events(pair.server, data) == [MessageReceived("abcd", 4, 2, False)]
+
+
+@pytest.mark.parametrize("code", [999, 1004, 1005, 1006, 1014, 1015, 2999, 5000, 70000])
+def test_close_codes_that_may_not_be_sent_are_refused_before_anything_changes(code: int) -> None:
+    pair = Pair.make()
+    with pytest.raises(LocalProtocolError, match="may not be sent"):
+        pair.client.close(0.0, code)
+    assert pair.client.state is WSState.OPEN
+    assert pair.client.close(0.0, 4999)  # still open, and a valid code works
+
+
+def test_a_compressed_control_frame_is_a_protocol_error() -> None:
+    pair = Pair.make(deflate=True)
+    assert failure(pair.server, frame(PING, b"p", rsv=0b100)).close_code == 1002  # §6.1
+
+
+def test_the_deflate_tail_counts_toward_the_limit() -> None:
+    # A message whose body stops inside a deflate block: the 00 00 ff ff that RFC 7692
+    # §7.2.2 appends releases more output, which must count too.
+    rnd = random.Random(5)
+    while True:
+        data = bytes(rnd.choice(b"ab") for _ in range(rnd.randint(100, 3000))) * 20
+        body = deflated(data, cut=0)
+        body = body[: rnd.randint(1, len(body) - 1)]
+        probe = zlib.decompressobj(-15)
+        try:
+            head = probe.decompress(body)
+            tail = probe.decompress(b"\x00\x00\xff\xff")
+        except zlib.error:
+            continue
+        if len(tail) > 100:
+            break
+    limits = WSLimits(max_message_bytes=len(head), ping_interval_s=0, idle_timeout_s=0)
+    pair = Pair.make(limits, deflate=True)
+    assert failure(pair.server, frame(BINARY, body, rsv=0b100)).close_code == 1009
+
+
+@pytest.mark.parametrize("fragments", [1, 3])
+def test_an_incompressible_message_of_exactly_the_limit_passes_compressed(
+    fragments: int,
+) -> None:
+    pair = Pair.make(deflate=True)
+    data = random.Random(1).randbytes(LIMIT)  # compressed, it takes more than LIMIT bytes
+    wire = pair.client.send_message(data, 0.0, fragment_bytes=-(-LIMIT // fragments) + 1)
+    assert events(pair.server, wire) == [MessageReceived(data, LIMIT, fragments, True)]
 
 
 def test_compressed_fragments_inflating_past_the_limit_together_are_refused() -> None:

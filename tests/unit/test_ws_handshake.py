@@ -178,12 +178,28 @@ def test_bad_upgrade_requests_are_refused(
             id="window-8-declined",
         ),
         pytest.param(["permessage-deflate; client_max_window_bits=abc"], None, id="garbage"),
+        # RFC 7692 §5 / §7.1: unknown, repeated or malformed parameters are declined.
+        pytest.param(["permessage-deflate; foo=bar"], None, id="unknown-parameter"),
+        pytest.param(
+            ["permessage-deflate; client_max_window_bits; client_max_window_bits"],
+            None,
+            id="repeated-parameter",
+        ),
+        pytest.param(["permessage-deflate; server_max_window_bits"], None, id="bits-no-value"),
+        pytest.param(
+            ["permessage-deflate; server_no_context_takeover=1"], None, id="takeover-with-value"
+        ),
+        pytest.param(
+            ['permessage-deflate; server_max_window_bits="10"'],
+            "permessage-deflate; server_max_window_bits=10",
+            id="quoted-value",
+        ),
         pytest.param(["x-webkit-deflate-frame"], None, id="unknown-extension"),
         pytest.param([], None, id="none"),
     ],
 )
 def test_deflate_negotiation(offers: list[str], answer: str | None) -> None:
-    negotiated = negotiate_deflate(offers)
+    negotiated = negotiate_deflate(offers, PerMessageDeflate)
     assert (negotiated[1] if negotiated else None) == answer
     if negotiated:
         assert negotiated[0].enabled()
@@ -203,7 +219,7 @@ def test_client_request_is_accepted_by_the_server_rules() -> None:
         headers = client_request_headers("lab:1", KEY, offer_deflate=offer_deflate)
         offer = check_upgrade_request("GET", "1.1", headers)
         assert offer.key == KEY
-        assert bool(negotiate_deflate(offer.extension_offers)) is offer_deflate
+        assert bool(negotiate_deflate(offer.extension_offers, PerMessageDeflate)) is offer_deflate
 
 
 def response_headers(**replace: bytes | None) -> Headers:
