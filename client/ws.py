@@ -151,6 +151,7 @@ class WebSocketClient:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close: our Close frame, the server's answer, then TCP in the server's order."""
+        self.session.stop_waiting_for_reader()
         if not self._closed:
             self._closed = True
             with contextlib.suppress(TransportError):  # the pump reports it
@@ -159,6 +160,7 @@ class WebSocketClient:
 
     async def abort(self) -> None:
         """Drop the connection without a closing handshake."""
+        self.session.stop_waiting_for_reader()
         self.session.closing.abort(Role.CLIENT)
         await asyncio.gather(self._pump, return_exceptions=True)
 

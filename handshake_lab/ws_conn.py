@@ -368,6 +368,7 @@ class WebSocketConnection:
         self.messages_received = 0
         self.messages_sent = 0
         self.last_message_bytes = 0
+        self.last_message_frames = 0
         self._pieces: list[str | bytes | bytearray] = []
         self._outgoing = bytearray()
         self._pings: dict[bytes, float] = {}  # payload → when sent, awaiting their pong
@@ -609,7 +610,8 @@ class WebSocketConnection:
         The frames are written here (RFC 6455 §5.2), not by wsproto: a data frame is a
         header and the payload, compressed by the same permessage-deflate object wsproto
         reads with, and wsproto's general writer costs more than the rest of a small
-        echo. Control frames still go through wsproto. `last_message_bytes` is the size.
+        echo. Control frames still go through wsproto. `last_message_bytes` and
+        `last_message_frames` say what was sent.
 
         Raises:
             LocalProtocolError: the connection is closing or closed.
@@ -621,7 +623,9 @@ class WebSocketConnection:
         self.last_message_bytes = len(payload)
         opcode = 0x1 if isinstance(data, str) else 0x2
         if fragment_bytes <= 0 or len(payload) <= fragment_bytes:
+            self.last_message_frames = 1
             return self._data_frame(opcode, payload, True)
+        self.last_message_frames = -(-len(payload) // fragment_bytes)
         # §5.4: the first frame has the type, the others are continuations. (A fragment
         # may end inside a UTF-8 sequence: only the whole message must be valid, §5.6.)
         out = bytearray()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from typing import TYPE_CHECKING, Final
 
@@ -100,6 +101,7 @@ class WebSocketSession:
         self._send_failure: TransportError | None = None
         self._pong_waiters: dict[bytes, asyncio.Future[float]] = {}
         self._route: WebSocketRoute | None = None
+        self._reader_gone = False
         self.closed = asyncio.Event()
 
     # --- for the application -------------------------------------------------------------
@@ -122,7 +124,7 @@ class WebSocketSession:
                 Level.DEBUG,
                 type="text" if isinstance(data, str) else "binary",
                 bytes=core.last_message_bytes,
-                frames=max(1, -(-len(data) // fragment_bytes)) if fragment_bytes else 1,
+                frames=core.last_message_frames,
             )
 
     async def receive(self) -> MessageReceived | None:
@@ -162,13 +164,27 @@ class WebSocketSession:
         if out:
             self.tracer.emit(Name.WS_CLOSE_SENT, code=code, reason=reason, initiated=True)
             await self._write(out)
+            self._wake_reader()
+
+    def stop_waiting_for_reader(self) -> None:
+        """From now on the pump never waits for room in the queue: it keeps what fits and
+        drops the rest (a full queue is emptied). For a client closing while nobody reads,
+        whose pump must go on to read the server's Close and FIN."""
+        self._reader_gone = True
+        if self._messages.full():
+            while not self._messages.empty():
+                self._messages.get_nowait()
+
+    def _wake_reader(self) -> None:
+        """The core's next deadline may be earlier now: move the pending read's."""
+        deadline = self.core.get_timer()
+        if self._watchdog is not None and self._reading and deadline is not None:
+            self._watchdog.move(deadline)
 
     def begin_drain(self) -> None:
         """Shutdown: the pump sends Close 1001 now and waits for the peer's, bounded."""
-        now = self.loop.time()
-        self.core.begin_drain(now)
-        if self._watchdog is not None and self._reading:
-            self._watchdog.move(now)
+        self.core.begin_drain(self.loop.time())
+        self._wake_reader()
 
     async def serve(self, route: WebSocketRoute) -> None:
         """Run `route` on this WebSocket until it is closed: `on_open`, then `on_message`
@@ -252,8 +268,10 @@ class WebSocketSession:
                     )
                 if self._route is not None:
                     await self._call(self._route.on_message(self, event))
-                else:
+                elif not self._reader_gone:
                     await self._messages.put(event)
+                elif not self._messages.full():
+                    self._messages.put_nowait(event)
             elif kind is PingReceived:
                 emit(Name.WS_PING_RECEIVED, Level.DEBUG)
                 await self._flush()  # the pong
@@ -332,9 +350,15 @@ class WebSocketSession:
 
     async def _receive(self) -> bytes | None:
         """Read, or None when the core's timer fires first."""
+        # Always through the watchdog (with no deadline: never), so that `begin_drain()`
+        # and `close()` can wake a read whatever the core's timers were.
         deadline = self.core.get_timer()
         if deadline is None:
-            return await self.stream.receive_some()
+            deadline = math.inf
+        elif deadline <= self.loop.time():
+            # Due already: a read that finds data buffered returns without waiting, and a
+            # peer that keeps the buffer full would otherwise hold the timers off for ever.
+            return None
         assert self._watchdog is not None
         self._reading = True
         try:

@@ -167,26 +167,51 @@ class Ticker(WebSocketRoute):
 
 
 class ChatRoom(WebSocketRoute):
-    """Everyone connected to /ws/chat; a message from one goes to all, sender included."""
+    """Everyone connected to /ws/chat; a message from one goes to all, sender included.
+
+    Each member has its own outbox and writer task, so the sender's pump only queues: a
+    member too slow to read delays nobody else, and when its outbox is full it is closed
+    with 1008 rather than left to fall ever further behind.
+    """
+
+    OUTBOX_MESSAGES = 64
 
     def __init__(self) -> None:
-        self.members: set[WebSocketSession] = set()
+        self.members: dict[WebSocketSession, asyncio.Queue[str | bytes]] = {}
+        self._writers: dict[WebSocketSession, asyncio.Task[None]] = {}
+        self._evictions: set[asyncio.Task[None]] = set()
 
     async def on_open(self, session: WebSocketSession) -> None:
-        self.members.add(session)
+        outbox: asyncio.Queue[str | bytes] = asyncio.Queue(self.OUTBOX_MESSAGES)
+        self.members[session] = outbox
+        self._writers[session] = asyncio.create_task(self._write(session, outbox))
 
     async def on_close(self, session: WebSocketSession) -> None:
-        self.members.discard(session)
+        self.members.pop(session, None)
+        writer = self._writers.pop(session, None)
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
 
     async def on_message(self, session: WebSocketSession, message: MessageReceived) -> None:
-        # Concurrently: a member slow to read delays only itself (each send is bounded by
-        # the send timeout, after which that member is dropped).
-        results = await asyncio.gather(
-            *(member.send(message.data) for member in list(self.members)),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(
-                result, (ConnectionClosed, TransportError)
-            ):
-                raise result
+        for member, outbox in list(self.members.items()):
+            try:
+                outbox.put_nowait(message.data)
+            except asyncio.QueueFull:
+                self._evict(member)
+
+    def _evict(self, member: WebSocketSession) -> None:
+        self.members.pop(member, None)
+        task = asyncio.create_task(self._close(member))
+        self._evictions.add(task)
+        task.add_done_callback(self._evictions.discard)
+
+    @staticmethod
+    async def _close(member: WebSocketSession) -> None:
+        with contextlib.suppress(TransportError):  # (its pump reports a broken connection)
+            await member.close(1008, "too slow to read the chat")
+
+    async def _write(self, session: WebSocketSession, outbox: asyncio.Queue[str | bytes]) -> None:
+        with contextlib.suppress(ConnectionClosed, TransportError):  # the pump reports it
+            while True:
+                await session.send(await outbox.get())

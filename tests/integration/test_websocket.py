@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
+import time
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -21,9 +23,11 @@ from websockets.exceptions import InvalidStatus
 from client.ws import UpgradeFailed, connect
 from handshake_lab.ws_conn import WSLimits
 from handshake_lab.ws_handshake import accept_token
+from handshake_lab.ws_session import MAX_QUEUED_MESSAGES
 from server.lifecycle import Server
 from telemetry.bus import Bus
 from telemetry.events import Name, Role
+from telemetry.timeline import Timeline
 from tests.conftest import RunningServer, make_config
 from tests.helpers import (
     BINARY,
@@ -467,3 +471,189 @@ async def test_every_message_and_close_is_counted_once(observed: Observed) -> No
         registry, "handshake_lab_events_total", role="server", event="ws.message.received"
     )
     assert emitted == events_metric == 2 * n
+
+
+# --- from the review: pressure, slow peers, timers ---------------------------------------
+
+
+@pytest.mark.peer
+async def test_a_ping_between_compressed_fragments_from_websockets(
+    loopback_server: RunningServer,
+) -> None:
+    text = "hello compressible world " * 20
+    async with ws_connect(ws_url(loopback_server, "/ws/echo"), compression="deflate") as ws:
+
+        async def fragments() -> AsyncIterator[str]:
+            yield text[:200]
+            await ws.ping()  # RFC 6455 §5.4: a control frame between two data frames
+            yield text[200:]
+
+        async with asyncio.timeout(BOUND_S):
+            await ws.send(fragments())
+            assert await ws.recv() == text
+
+
+@pytest.mark.peer
+async def test_an_incompressible_message_of_the_limit_passes(observed: Observed) -> None:
+    limit = 4096  # random bytes come out a little bigger from deflate than they went in
+    async with (
+        server_with(observed, WSLimits(max_message_bytes=limit)) as server,
+        ws_connect(ws_url(server, "/ws/echo"), compression="deflate") as ws,
+    ):
+        payload = random.Random(7).randbytes(limit)
+        await ws.send(payload)
+        assert await ws.recv() == payload
+
+
+@pytest.mark.peer
+async def test_shutdown_closes_websockets_that_have_no_timer(observed: Observed) -> None:
+    limits = WSLimits(ping_interval_s=0, idle_timeout_s=0)  # nothing would wake the read
+    server = await served(observed, limits)
+    async with ws_connect(f"ws://127.0.0.1:{server.port}/ws/echo") as ws:
+        await ws.send("x")
+        await ws.recv()
+        shutdown = asyncio.create_task(server.shutdown(timeout_s=BOUND_S))
+        with pytest.raises(WsConnectionClosed) as caught:
+            async with asyncio.timeout(BOUND_S):
+                await ws.recv()
+        await shutdown
+    assert caught.value.rcvd is not None
+    assert caught.value.rcvd.code == 1001
+    [completed] = ws_events(observed, Name.SHUTDOWN_COMPLETED)
+    assert completed.attrs["cancelled"] == 0
+
+
+async def test_the_close_timeout_holds_while_the_peer_floods_messages(observed: Observed) -> None:
+    # The server closes (idle), the peer never answers with Close but keeps the server's
+    # read buffer full: the close timeout must still end the connection.
+    limits = WSLimits(idle_timeout_s=0.2, close_timeout_s=0.5, ping_interval_s=0)
+    async with server_with(observed, limits) as server:
+        reader, writer = await handshake_raw(server.port, "/ws/chat")
+        opcode, payload = await read_ws_frame(reader)
+        assert (opcode, close_code_of(payload)) == (CLOSE, 1000)
+        flood = ws_frame(TEXT, b"m" * 200) * 50
+
+        async def keep_sending() -> None:
+            with contextlib.suppress(ConnectionError):
+                while True:
+                    writer.write(flood)
+                    await writer.drain()
+
+        sending = asyncio.create_task(keep_sending())
+        try:
+            await wait_until(lambda: server.server.open_connections == 0, "closed", BOUND_S)
+        finally:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+            writer.close()
+    kinds = [e.attrs["kind"] for e in ws_events(observed, Name.WS_CONNECTION_FAILED)]
+    assert "ws_close_timeout" in kinds
+
+
+@pytest.mark.peer
+async def test_a_chat_member_that_never_reads_delays_nobody(observed: Observed) -> None:
+    async with server_with(observed, WSLimits()) as server:
+        url = ws_url(server, "/ws/chat")
+        _reader, silent = await handshake_raw(server.port, "/ws/chat")  # joins, never reads
+        async with (
+            ws_connect(url, compression=None, max_queue=None) as talker,
+            ws_connect(url, compression=None, max_queue=None) as other,
+        ):
+            heard: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
+
+            async def listen(ws: Any, out: asyncio.Queue[tuple[str, float]] | None) -> None:
+                with contextlib.suppress(WsConnectionClosed):
+                    async for message in ws:
+                        if out is not None and isinstance(message, str):
+                            out.put_nowait((message, time.monotonic()))
+
+            async def flood() -> None:
+                for _ in range(200):  # ~12 MB: more than the silent member's socket holds
+                    await talker.send(b"x" * 60_000)
+
+            tasks = [
+                asyncio.create_task(listen(talker, None)),
+                asyncio.create_task(listen(other, heard)),
+                asyncio.create_task(flood()),
+            ]
+            try:
+                await asyncio.sleep(0.5)
+                started = time.monotonic()
+                await other.send("one")
+                async with asyncio.timeout(BOUND_S):
+                    message, at = await heard.get()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        silent.close()
+    assert message == "one"
+    assert at - started < 1.0  # not the send timeout (30 s) of the silent member
+    closes = {"role": "server", "code": "1008", "closed_by": "server"}
+    assert sample(observed.metrics.registry, "handshake_lab_ws_closes_total", **closes) >= 1
+
+
+async def test_our_client_closes_although_nobody_read_its_messages(
+    loopback_server: RunningServer,
+) -> None:
+    client = await connect(ws_url(loopback_server, "/ws/ticker?interval_ms=10"))
+    full = MAX_QUEUED_MESSAGES + 1  # the queue, and one more waiting for room
+    await wait_until(lambda: client.core.messages_received >= full, "the queue filled up")
+    await asyncio.sleep(0.1)  # the pump is now stuck waiting for a reader
+    async with asyncio.timeout(BOUND_S):
+        await client.close()
+    assert (client.core.close_code, client.core.closed_by) == (1000, "local")
+
+
+@contextlib.asynccontextmanager
+async def silent_websocket_server() -> AsyncIterator[int]:
+    """Answers the upgrade with a valid 101, then reads and ignores everything."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: %s\r\n\r\n" % accept_token(key)
+        )
+        with contextlib.suppress(ConnectionError):
+            while await reader.read(65536):
+                pass
+        writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield listener.sockets[0].getsockname()[1]
+    finally:
+        listener.close()
+        await listener.wait_closed()
+
+
+async def test_our_clients_close_is_bounded_by_the_close_timeout() -> None:
+    limits = WSLimits(idle_timeout_s=0, close_timeout_s=0.3)  # keepalive ping due in 20 s
+    async with silent_websocket_server() as port:
+        client = await connect(f"ws://127.0.0.1:{port}/", limits=limits)
+        started = time.monotonic()
+        async with asyncio.timeout(BOUND_S):
+            await client.close()
+    assert time.monotonic() - started < 0.3 + 2.5  # the close timeout, then the FIN linger
+    assert client.core.close_code == 1000
+
+
+async def test_sent_frames_are_counted_in_bytes(observed: Observed) -> None:
+    client_bus = Bus()
+    client_timeline = Timeline()
+    client_bus.subscribe(client_timeline)
+    async with (
+        server_with(observed, WSLimits()) as server,
+        await connect(ws_url(server, "/ws/echo"), bus=client_bus, offer_deflate=False) as ws,
+    ):
+        await ws.send("é" * 10, fragment_bytes=5)  # 20 UTF-8 bytes: 4 frames
+        assert await ws.receive() is not None
+    sent = [e.attrs["frames"] for e in client_timeline.events if e.name is Name.WS_MESSAGE_SENT]
+    received = [e.attrs["frames"] for e in ws_events(observed, Name.WS_MESSAGE_RECEIVED)]
+    assert sent == received == [4]
