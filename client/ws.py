@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from client.http_conn import ClientHTTPConnection, ResponseReceived
 from handshake_lab.closing import Closing
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 CLIENT_LIMITS = WSLimits(idle_timeout_s=0)  # the server decides when a quiet socket goes
 _conn_ids = itertools.count(1)
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/", already encoded octets kept
 
 
 class URLError(ValueError):
@@ -79,11 +80,16 @@ class Target:
             raise URLError(f"{url!r}: the URL must start with ws:// (or http://)")
         if not parts.hostname:
             raise URLError(f"{url!r} names no host")
+        if port == 0:
+            raise URLError(f"{url!r}: port 0 is not a port one can connect to")
         port = port or 80
         host = parts.hostname
         shown = f"[{host}]" if ":" in host else host
         host_header = shown if port == 80 else f"{shown}:{port}"
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        # The request target is ASCII (RFC 9112 §3.2): anything else is percent-encoded.
+        path = quote(parts.path or "/", safe=_PATH_SAFE) + (
+            f"?{quote(parts.query, safe=_PATH_SAFE + '?')}" if parts.query else ""
+        )
         return cls(host, port, path, host_header)
 
 
@@ -250,7 +256,10 @@ async def connect(
             started = time.perf_counter()
             await stream.send_all(http.send_request("GET", target.path, headers))
             tracer.emit(Name.WS_UPGRADE_REQUESTED, path=target.path, key=handshake.key)
-            head, body = await _read_answer(stream, http, closing)
+            try:
+                head, body = await _read_answer(stream, http, closing)
+            except RemoteProtocolError as error:  # not HTTP at all
+                raise UpgradeFailed(error, handshake, b"") from None
         handshake.upgrade_s = time.perf_counter() - started
         handshake.status, handshake.reason = head.status, head.reason
         handshake.response_headers = head.headers

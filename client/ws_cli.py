@@ -12,6 +12,8 @@ import asyncio
 import base64
 import contextlib
 import json
+import os
+import stat
 import statistics
 import sys
 import time
@@ -20,14 +22,16 @@ from typing import TYPE_CHECKING, Any
 from client.__main__ import add_header_argument, parse_headers
 from client.ws import UpgradeFailed, URLError, WebSocketClient, connect
 from handshake_lab.transport import TransportError
+from handshake_lab.ws_conn import WSLimits, WSState, sendable_close_code
 from handshake_lab.ws_handshake import GUID
 from handshake_lab.ws_session import ConnectionClosed
 from telemetry.events import Role
 from telemetry.setup import Telemetry, add_telemetry_arguments
 
+CLOSE_CODES_HELP = "a Close code must be 1000-1003, 1007-1013 or 3000-4999 (RFC 6455 §7.4)"
+
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import AsyncGenerator
 
     from client.ws import Handshake
 
@@ -184,6 +188,8 @@ async def run_ws_async(args: argparse.Namespace, telemetry: Telemetry) -> int:
         client = await connect(
             args.url,
             bus=telemetry.bus,
+            # --timeout bounds the wait for the server's Close too (never more than 5 s)
+            limits=WSLimits(idle_timeout_s=0, close_timeout_s=min(args.timeout, 5.0)),
             offer_deflate=not args.no_deflate,
             timeout_s=args.timeout,
             extra_headers=parse_headers(args.header),
@@ -237,25 +243,24 @@ async def _ping(client: WebSocketClient, printer: Printer, timeout_s: float) -> 
     printer.out(f"* ping -> pong in {rtt_ms:.3f} ms", event="ping", rtt_ms=round(rtt_ms, 3))
 
 
-async def _receive(client: WebSocketClient, printer: Printer, timeout_s: float) -> bool:
+async def _receive(client: WebSocketClient, printer: Printer, timeout_s: float) -> None:
+    """One awaited message, printed. Raises ConnectionClosed if the connection ends first."""
     async with asyncio.timeout(timeout_s):
         message = await client.receive()
     if message is None:
-        return False
+        raise ConnectionClosed(client.core.close_code, "closed before the awaited message")
     printer.message("received", message.data, message.frames)
-    return True
 
 
 async def _scripted(client: WebSocketClient, printer: Printer, args: argparse.Namespace) -> None:
     for text in args.send:
         data: str | bytes = text.encode() if args.binary else text
         await client.send(data, fragment_bytes=args.fragment)
-        printer.message("sent", data, _frames(data, args.fragment))
-        if args.receive is None and not await _receive(client, printer, args.timeout):
-            return
+        printer.message("sent", data, client.core.last_message_frames)
+        if args.receive is None:
+            await _receive(client, printer, args.timeout)
     for _ in range(args.receive or 0):
-        if not await _receive(client, printer, args.timeout):
-            return
+        await _receive(client, printer, args.timeout)
 
 
 async def _echo_timing(client: WebSocketClient, printer: Printer, args: argparse.Namespace) -> None:
@@ -294,37 +299,52 @@ async def _interactive(client: WebSocketClient, printer: Printer, args: argparse
     if not args.json and sys.stdin.isatty():
         printer.out("* type a line to send it; /ping, /close [code [reason]]; Ctrl-D closes")
     printing = asyncio.create_task(_print_incoming(client, printer))
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+    reading = asyncio.create_task(_read_stdin(lines))
     closed = asyncio.ensure_future(client.wait_closed())
-    lines = _stdin_lines()
     try:
         while True:
             # A line, or the server closing first (idle timeout, shutdown): whichever comes.
-            next_line = asyncio.ensure_future(anext(lines, None))
+            next_line = asyncio.ensure_future(lines.get())
             await asyncio.wait({next_line, closed}, return_when=asyncio.FIRST_COMPLETED)
             if not next_line.done():
                 next_line.cancel()
                 break
             line = next_line.result()
-            if line is None or client.core.state.value != "open":
+            if line is None or client.core.state is not WSState.OPEN:
                 break
             if line.startswith("/ping"):
                 await _ping(client, printer, args.timeout)
             elif line.startswith("/close"):
-                parts = line.split(maxsplit=2)
-                code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else args.close_code
-                await client.close(code, parts[2] if len(parts) > 2 else args.close_reason)
+                code, reason = _close_command(line, args)
+                if code is None:
+                    printer.out(f"* {reason}", event="error", reason=reason)
+                    continue
+                await client.close(code, reason)
                 break
             else:
                 text = line[1:] if line.startswith("//") else line
                 data: str | bytes = text.encode() if args.binary else text
                 await client.send(data, fragment_bytes=args.fragment)
-                printer.message("sent", data, _frames(data, args.fragment))
-        if client.core.state.value == "open":
+                printer.message("sent", data, client.core.last_message_frames)
+        if client.core.state is WSState.OPEN:
             await client.close(args.close_code, args.close_reason)
         await client.wait_closed()
+        await printing  # (ends once the pump has delivered the last message)
     finally:
-        await printing
-        await lines.aclose()
+        for task in (reading, printing, closed):
+            task.cancel()
+        await asyncio.gather(reading, printing, closed, return_exceptions=True)
+
+
+def _close_command(line: str, args: argparse.Namespace) -> tuple[int | None, str]:
+    """`/close [code [reason]]` as (code, reason), or (None, what is wrong)."""
+    parts = line.split(maxsplit=2)
+    if len(parts) < 2:
+        return args.close_code, args.close_reason
+    if not parts[1].isdigit() or not sendable_close_code(int(parts[1])):
+        return None, f"/close {parts[1]}: {CLOSE_CODES_HELP}"
+    return int(parts[1]), parts[2] if len(parts) > 2 else ""
 
 
 async def _print_incoming(client: WebSocketClient, printer: Printer) -> None:
@@ -332,22 +352,22 @@ async def _print_incoming(client: WebSocketClient, printer: Printer) -> None:
         printer.message("received", message.data, message.frames)
 
 
-async def _stdin_lines() -> AsyncGenerator[str, None]:
-    """Lines of stdin without blocking the loop (a pipe or a terminal; a file is read)."""
+async def _read_stdin(lines: asyncio.Queue[str | None]) -> None:
+    """Put stdin's lines on `lines`, then None; without blocking the loop where stdin is a
+    pipe or a terminal."""
+    mode = os.fstat(sys.stdin.fileno()).st_mode
+    if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or sys.stdin.isatty()):
+        # A file, or /dev/null: epoll cannot wait on those, and reading them never blocks.
+        for line in sys.stdin.read().splitlines():
+            lines.put_nowait(line)
+        lines.put_nowait(None)
+        return
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except ValueError:  # a regular file: reading it does not block
-        for line in sys.stdin.read().splitlines():
-            yield line
-        return
-    while line := await reader.readline():
-        yield line.decode("utf-8", "replace").rstrip("\r\n")
-
-
-def _frames(data: str | bytes, fragment_bytes: int) -> int:
-    return max(1, -(-len(data) // fragment_bytes)) if fragment_bytes else 1
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while data := await reader.readline():
+        lines.put_nowait(data.decode("utf-8", "replace").rstrip("\r\n"))
+    lines.put_nowait(None)
 
 
 def _closed(client: WebSocketClient, printer: Printer) -> None:
@@ -382,8 +402,8 @@ def run_ws(args: argparse.Namespace) -> int:
         )
         if value < low
     ]
-    if not (1000 <= args.close_code <= 4999) or args.close_code in (1004, 1005, 1006, 1015):
-        problems.append(f"--close-code {args.close_code} cannot be sent (1000-4999, not 1005/1006)")
+    if not sendable_close_code(args.close_code):
+        problems.append(f"--close-code {args.close_code}: {CLOSE_CODES_HELP}")
     try:
         parse_headers(args.header)
         telemetry = Telemetry.from_args(args)

@@ -297,12 +297,82 @@ async def test_client_ws_interactive_sends_stdin_lines() -> None:
         (["wss://127.0.0.1:1/ws/echo"], 2, "wss://"),
         (["--close-code", "1006", "ws://127.0.0.1:1/"], 2, "--close-code"),
         (["--count", "-1", "ws://127.0.0.1:1/"], 2, "--count"),
+        (["--close-code", "1014", "ws://127.0.0.1:1/"], 2, "--close-code"),
+        (["ws://127.0.0.1:0/"], 2, "port 0"),
     ],
 )
 async def test_client_ws_usage_errors(args: list[str], code: int, message: str) -> None:
     status, _, err = await run("client", "ws", *args)
     assert status == code
     assert message in err
+
+
+async def test_client_ws_interactive_refuses_close_codes_that_may_not_be_sent() -> None:
+    async with server_process("--log-format", "off") as server:
+        url = f"ws://127.0.0.1:{server.port}/ws/echo"
+        _, out = await run_with_input(
+            b"/close 70000\n/close 1006\n/close 4001 bye\n", "client", "ws", url
+        )
+        await server.stop()
+    assert out.count("a Close code must be 1000-1003, 1007-1013 or 3000-4999") == 2
+    assert "we sent Close first, code 4001 (bye)" in out
+
+
+async def test_client_ws_with_stdin_from_dev_null_closes_at_once() -> None:
+    async with server_process("--log-format", "off") as server:
+        process = await asyncio.create_subprocess_exec(
+            *COMMAND, "client", "ws", f"ws://127.0.0.1:{server.port}/ws/echo",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(10):
+            out, err = await process.communicate()
+        await server.stop()
+    assert process.returncode == 0, err.decode()
+    assert "WebSocket closed: we sent Close first, code 1000" in out.decode()
+
+
+async def test_client_ws_interactive_ends_when_the_server_closes_first() -> None:
+    async with server_process("--log-format", "off", "--ws-idle-timeout", "0.3") as server:
+        process = await asyncio.create_subprocess_exec(
+            *COMMAND, "client", "ws", f"ws://127.0.0.1:{server.port}/ws/echo",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(10):  # stdin stays open: only the server can end it
+            out, err = await process.communicate()
+        await server.stop()
+    assert process.returncode == 0, err.decode()
+    assert "the server sent Close first, code 1000 (idle for 0.3 s)" in out.decode()
+
+
+async def test_client_ws_scripted_receive_fails_when_messages_do_not_come() -> None:
+    async with server_process("--log-format", "off") as server:
+        url = f"ws://127.0.0.1:{server.port}/ws/echo"  # echoes, never pushes
+        code, out, _ = await run("client", "ws", url, "--receive", "2", "--timeout", "0.5")
+        await server.stop()
+    assert code == 1
+    assert "timed out after 0.5 s" in out
+
+
+async def test_client_ws_reports_an_answer_that_is_not_http() -> None:
+    async def not_http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    listener = await asyncio.start_server(not_http, "127.0.0.1", 0)
+    try:
+        port = listener.sockets[0].getsockname()[1]
+        code, out, err = await run("client", "ws", f"ws://127.0.0.1:{port}/caf\u00e9 x")
+    finally:
+        listener.close()
+        await listener.wait_closed()
+    assert code == 1, err
+    assert "> GET /caf%C3%A9%20x HTTP/1.1" in out  # RFC 9112 §3.2: an ASCII target
+    assert "* upgrade failed" in out
+    assert "Traceback" not in err
 
 
 async def test_client_ws_reports_a_refused_upgrade() -> None:
