@@ -1,0 +1,1 @@
+"""A toy TLS you can read, watch and attack (not TLS: see handshake_tls/README.md)."""
