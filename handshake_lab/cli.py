@@ -9,6 +9,7 @@ from client.__main__ import add_get_arguments, run_get
 from client.ws_cli import add_ws_arguments, run_ws
 from handshake_lab import __version__
 from handshake_lab.demo import add_demo_arguments, run_demo
+from handshake_tls.cli import add_certs_arguments, run_certs
 from server.__main__ import add_arguments as add_server_arguments
 from server.__main__ import run as run_server
 
@@ -38,6 +39,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_server_arguments(server)
     server.set_defaults(func=run_server)
+
+    certs = commands.add_parser(
+        "certs",
+        help="make the lab CA and server certificates (RSA and EC keys)",
+        description="Make a lab CA and server certificates signed by it, one with an RSA "
+        "key and one with an EC (P-256) key, for the TLS lessons. The lab's client trusts "
+        "this CA; give it to other clients with e.g. curl --cacert.",
+    )
+    add_certs_arguments(certs)
+    certs.set_defaults(func=run_certs)
 
     client = commands.add_parser("client", help="HTTP requests with a timing breakdown; WebSockets")
     client_commands = client.add_subparsers(dest="client_command", metavar="COMMAND", required=True)

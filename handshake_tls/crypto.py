@@ -230,21 +230,26 @@ def verify_chain(
                     f"({trusted.subject.rfc4514_string()})"
                 ) from None
             raise BadCertificate("a certificate in the chain is not signed by the next") from None
-    leaf = certs[0]
-    names = _alt_names(leaf)
-    if not _names_match(names, server_name):
+    info = describe(certs[0])
+    if not _names_match(info.names, server_name):
         raise NameMismatch(
-            f"the certificate names {', '.join(names) or 'nothing'}, not {server_name}"
+            f"the certificate names {', '.join(info.names) or 'nothing'}, not {server_name}"
         )
-    public_key = leaf.public_key()
-    assert isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)
+    return info
+
+
+def describe(cert: x509.Certificate) -> CertificateInfo:
+    """What a certificate says (nothing here is checked)."""
+    public_key = cert.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise BadCertificate("the lab's certificates have RSA or EC keys")
     return CertificateInfo(
-        subject=leaf.subject.rfc4514_string(),
-        issuer=leaf.issuer.rfc4514_string(),
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
-        names=tuple(names),
-        fingerprint_sha256=leaf.fingerprint(hashes.SHA256()).hex(),
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        names=tuple(_alt_names(cert)),
+        fingerprint_sha256=cert.fingerprint(hashes.SHA256()).hex(),
         key_type="rsa" if isinstance(public_key, rsa.RSAPublicKey) else "ec",
         public_key=public_key,
     )
@@ -261,7 +266,7 @@ def _alt_names(cert: x509.Certificate) -> list[str]:
     ]
 
 
-def _names_match(names: list[str], server_name: str) -> bool:
+def _names_match(names: Sequence[str], server_name: str) -> bool:
     try:
         wanted_ip = ipaddress.ip_address(server_name.strip("[]"))
     except ValueError:

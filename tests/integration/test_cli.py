@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from client.client import HTTPClient
 from client.ws import connect
 from handshake_lab.ws_handshake import GUID
+from tests.conftest import require_tool
 from tests.helpers import raw_exchange, status_of
 
 if TYPE_CHECKING:
@@ -406,6 +407,7 @@ async def test_help_explains_every_command() -> None:
         ["server", "--help"],
         ["client", "get", "--help"],
         ["client", "ws", "--help"],
+        ["certs", "--help"],
         ["demo", "--help"],
     ):
         code, out, _ = await run(*args)
@@ -434,3 +436,27 @@ async def test_version() -> None:
     code, out, _ = await run("--version")
     assert code == 0
     assert out.startswith("handshake-lab ")
+
+
+async def test_certs_makes_a_ca_and_server_certificates_openssl_accepts(tmp_path: Path) -> None:
+    openssl = require_tool("openssl")
+    directory = tmp_path / "certs"
+    code, out, err = await run("certs", "--dir", str(directory), "--name", "lab.test")
+    assert code == 0, err
+    assert "names lab.test" in out
+    for key_type in ("rsa", "ec"):
+        check = await asyncio.create_subprocess_exec(
+            openssl, "verify", "-CAfile", str(directory / "ca.pem"),
+            "-verify_hostname", "lab.test", str(directory / f"server-{key_type}.pem"),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        verdict, _ = await check.communicate()
+        assert check.returncode == 0, verdict.decode()
+        assert verdict.decode().strip().endswith(": OK")
+    first = (directory / "ca.pem").read_bytes()
+    code, out, _ = await run("certs", "--dir", str(directory))
+    assert (code, (directory / "ca.pem").read_bytes()) == (0, first)
+    assert "already" in out
+    code, _, _ = await run("certs", "--dir", str(directory), "--force")
+    assert code == 0
+    assert (directory / "ca.pem").read_bytes() != first
