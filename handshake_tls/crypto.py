@@ -31,6 +31,7 @@ from handshake_tls.errors import (
     DecryptError,
     HandshakeFailure,
     NameMismatch,
+    RemoteProtocolError,
     UnknownCA,
 )
 
@@ -188,7 +189,7 @@ class CertificateInfo:
 def load_certificate(der: bytes) -> x509.Certificate:
     try:
         return x509.load_der_x509_certificate(der)
-    except ValueError:
+    except Exception:  # (ValueError, InvalidVersion, ...: whatever the parser meets)
         raise BadCertificate("a certificate that is not DER X.509") from None
 
 
@@ -213,6 +214,31 @@ def verify_chain(
     if not chain:
         raise BadCertificate("the server sent no certificate")
     certs = [load_certificate(der) for der in chain]
+    try:
+        return _verify_chain(certs, trusted, server_name, now)
+    except RemoteProtocolError:
+        raise
+    except Exception as exc:  # the parser reads lazily: a field it cannot read, read late
+        raise BadCertificate(f"a certificate that does not parse: {exc}") from None
+
+
+def _verify_chain(
+    certs: list[x509.Certificate],
+    trusted: x509.Certificate,
+    server_name: str,
+    now: datetime.datetime,
+) -> CertificateInfo:
+    # Signatures first: nothing else in a certificate means anything until they hold.
+    for cert, issuer in zip(certs, [*certs[1:], trusted], strict=True):
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            if issuer is trusted:
+                raise UnknownCA(
+                    f"the server's chain is not signed by the lab CA "
+                    f"({trusted.subject.rfc4514_string()})"
+                ) from None
+            raise BadCertificate("a certificate in the chain is not signed by the next") from None
     for cert in [*certs, trusted]:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise CertificateExpired(
@@ -220,16 +246,6 @@ def verify_chain(
                 f"{cert.not_valid_before_utc:%Y-%m-%d} to {cert.not_valid_after_utc:%Y-%m-%d}, "
                 f"not on {now:%Y-%m-%d}"
             )
-    for cert, issuer in zip(certs, [*certs[1:], trusted], strict=True):
-        try:
-            cert.verify_directly_issued_by(issuer)
-        except (ValueError, TypeError, InvalidSignature):
-            if issuer is trusted:
-                raise UnknownCA(
-                    f"{cert.subject.rfc4514_string()} is not signed by the lab CA "
-                    f"({trusted.subject.rfc4514_string()})"
-                ) from None
-            raise BadCertificate("a certificate in the chain is not signed by the next") from None
     info = describe(certs[0])
     if not _names_match(info.names, server_name):
         raise NameMismatch(
