@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from client.client import HTTPClient, RequestError
+from handshake_tls.certs import DEFAULT_DIR
+from handshake_tls.wire import KeyExchange
 from telemetry.setup import Telemetry, add_telemetry_arguments
 
 if TYPE_CHECKING:
@@ -18,7 +21,11 @@ if TYPE_CHECKING:
 
 
 def add_get_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="an http:// URL, e.g. http://127.0.0.1:8080/")
+    parser.add_argument(
+        "url",
+        help="an http:// URL, e.g. http://127.0.0.1:8080/, or toytls://127.0.0.1:8443/ "
+        "for the same over the toy TLS",
+    )
     version = parser.add_mutually_exclusive_group()
     version.add_argument(
         "--http1.0",
@@ -71,6 +78,20 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         default=30.0,
         metavar="S",
         help="give up on connecting or on a response after S seconds (default: 30)",
+    )
+    tls = parser.add_argument_group("toy TLS (toytls:// URLs)")
+    tls.add_argument(
+        "--kx",
+        choices=[kx.name.lower() for kx in KeyExchange],
+        default="ecdhe",
+        help="key exchange: rsa (premaster encrypted to the certificate's key) or ecdhe "
+        "(ephemeral X25519, signed: forward secrecy) (default: %(default)s)",
+    )
+    tls.add_argument(
+        "--cafile",
+        type=Path,
+        default=None,
+        help=f"the CA the server must be signed by (default: the lab's, {DEFAULT_DIR}/ca.pem)",
     )
     add_telemetry_arguments(parser, metrics_port=0)
     parser.set_defaults(log_format="off")
@@ -135,7 +156,11 @@ async def run_get_async(args: argparse.Namespace, telemetry: Telemetry) -> int:
     headers = parse_headers(args.header)
     responses = 0
     async with HTTPClient(
-        telemetry.bus, http_version=args.http_version, timeout_s=args.timeout
+        telemetry.bus,
+        http_version=args.http_version,
+        timeout_s=args.timeout,
+        cafile=args.cafile,
+        key_exchange=KeyExchange[args.kx.upper()],
     ) as client:
         for number in range(1, args.count + 1):
             if number > 1 and args.interval:

@@ -18,11 +18,19 @@ from urllib.parse import urlsplit
 from client.pool import ClientConnection, ConnState, Response
 from handshake_lab.errors import ProtocolError
 from handshake_lab.transport import TransportError, open_tcp_stream
+from handshake_tls.certs import DEFAULT_DIR
+from handshake_tls.connection import ClientConnection as TLSClient
+from handshake_tls.crypto import load_certificate_pem
+from handshake_tls.stream import ToyTLSStream
+from handshake_tls.wire import KeyExchange
 from telemetry.bus import Bus, Tracer
 from telemetry.events import Level, Name, Role
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import TracebackType
+
+    from cryptography import x509
 
     from client.http_conn import Headers
 
@@ -49,6 +57,9 @@ class HTTPClient:
         http_version: "1.1" (keep-alive, the default) or "1.0" (a connection per request).
         timeout_s: bound on connecting and on each whole request/response.
         linger_timeout_s: how long to wait for the peer's FIN when closing.
+        cafile: for toytls:// URLs, the CA to trust (default: the lab's, in
+            handshake_tls.certs.DEFAULT_DIR).
+        key_exchange: for toytls:// URLs, rsa or ecdhe.
     """
 
     def __init__(
@@ -58,6 +69,8 @@ class HTTPClient:
         http_version: str = "1.1",
         timeout_s: float = 30.0,
         linger_timeout_s: float = 1.0,
+        cafile: Path | None = None,
+        key_exchange: KeyExchange = KeyExchange.ECDHE,
     ) -> None:
         if http_version not in ("1.0", "1.1"):
             raise ValueError(f"http_version must be '1.0' or '1.1', not {http_version!r}")
@@ -67,9 +80,12 @@ class HTTPClient:
         self.timeout_s = timeout_s
         self.linger_timeout_s = linger_timeout_s
         # Idle keep-alive connections per origin; concurrent requests each take their own.
-        self._idle: dict[tuple[str, int], list[ClientConnection]] = {}
+        self._idle: dict[tuple[str, str, int], list[ClientConnection]] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self.connections_opened = 0
+        self.cafile = cafile  # the CA that toytls:// servers must be signed by
+        self.key_exchange = key_exchange
+        self._ca: x509.Certificate | None = None
 
     async def get(self, url: str, headers: Headers | None = None) -> Response:
         return await self.request("GET", url, headers)
@@ -83,16 +99,17 @@ class HTTPClient:
             RequestError: no response (connection refused, timeout, invalid response...).
             ValueError: the URL is not an http:// URL.
         """
-        host, port, target, host_header = _split_url(url)
+        scheme, host, port, target, host_header = _split_url(url)
+        origin = (scheme, host, port)
         all_headers: Headers = [(b"host", host_header), *(headers or [])]
         if not any(name.lower() == b"user-agent" for name, _ in all_headers):
             all_headers.append((b"user-agent", b"handshake-lab"))
         started = time.perf_counter()
-        idle = self._idle.get((host, port))
+        idle = self._idle.get(origin)
         connection = idle.pop() if idle else None
         try:
             if connection is None:
-                connection = await self._connect(host, port)
+                connection = await self._connect(origin)
             try:
                 response = await self._exchange(
                     connection, method, target, all_headers, body, started
@@ -116,7 +133,7 @@ class HTTPClient:
                     stale_conn_id=connection.conn_id,
                 )
                 started = time.perf_counter()
-                connection = await self._connect(host, port)
+                connection = await self._connect(origin)
                 response = await self._exchange(
                     connection, method, target, all_headers, body, started
                 )
@@ -140,7 +157,7 @@ class HTTPClient:
                 await connection.fail("cancelled")
             raise
         if connection.state is ConnState.IDLE:
-            self._idle.setdefault((host, port), []).append(connection)
+            self._idle.setdefault(origin, []).append(connection)
         else:
             # The answer is complete: hand it over now, and let the close (waiting for the
             # server's FIN) finish in the background; aclose() waits for it.
@@ -150,7 +167,8 @@ class HTTPClient:
             closing.add_done_callback(self._closing.discard)
         return response
 
-    async def _connect(self, host: str, port: int) -> ClientConnection:
+    async def _connect(self, origin: tuple[str, str, int]) -> ClientConnection:
+        scheme, host, port = origin
         try:
             stream, timings = await open_tcp_stream(host, port, timeout_s=self.timeout_s)
         except TransportError as error:
@@ -174,9 +192,33 @@ class HTTPClient:
             lookup_s=timings.lookup_s,
             duration_s=timings.connect_s,
         )
+        if scheme == "toytls":
+            tls = ToyTLSStream(stream, TLSClient(self._trusted_ca(), host, self.key_exchange))
+            connection = ClientConnection(
+                tls, timings, conn_id, tracer, self.http_version, self.linger_timeout_s
+            )
+            try:
+                await tls.open(tracer, self.timeout_s)
+            except TransportError as error:
+                await connection.fail(error.kind)
+                raise
+            return connection
         return ClientConnection(
             stream, timings, conn_id, tracer, self.http_version, self.linger_timeout_s
         )
+
+    def _trusted_ca(self) -> x509.Certificate:
+        if self._ca is None:
+            path = self.cafile or (DEFAULT_DIR / "ca.pem")
+            try:
+                self._ca = load_certificate_pem(path.read_bytes())
+            except OSError as exc:
+                raise TransportError(
+                    "no_ca",
+                    f"cannot read the CA to trust, {path}: {exc.strerror} "
+                    "(handshake-lab certs makes one; --cafile names another)",
+                ) from None
+        return self._ca
 
     async def _exchange(
         self,
@@ -217,16 +259,19 @@ class HTTPClient:
         await self.aclose()
 
 
-def _split_url(url: str) -> tuple[str, int, str, bytes]:
+DEFAULT_PORTS: Final = {"http": 80, "toytls": 8443}
+
+
+def _split_url(url: str) -> tuple[str, str, int, str, bytes]:
     parts = urlsplit(url)
-    if parts.scheme != "http":
+    if parts.scheme not in DEFAULT_PORTS:
         if parts.scheme == "https":
-            raise ValueError("https:// is not supported yet; use http://")
-        raise ValueError(f"not an http:// URL: {url!r}")
+            raise ValueError("https:// (real TLS) is not supported yet; use http:// or toytls://")
+        raise ValueError(f"not an http:// (or toytls://) URL: {url!r}")
     if not parts.hostname:
         raise ValueError(f"no host in URL: {url!r}")
     try:
-        port = parts.port or 80
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
     except ValueError as exc:
         raise ValueError(f"bad port in URL: {url!r}") from exc
     target = parts.path or "/"
@@ -235,4 +280,4 @@ def _split_url(url: str) -> tuple[str, int, str, bytes]:
     host_header = parts.netloc.rsplit("@", 1)[-1].encode(
         "idna" if not parts.netloc.isascii() else "ascii"
     )
-    return parts.hostname, port, target, host_header
+    return parts.scheme, parts.hostname, port, target, host_header

@@ -20,6 +20,8 @@ from telemetry.events import format_address
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from telemetry.bus import Tracer
+
 READ_SIZE: Final = 65536
 
 
@@ -37,8 +39,16 @@ class Stream(Protocol):
     transport_name: str
     local_address: str | None
     remote_address: str | None
-    bytes_received: int
-    bytes_sent: int
+
+    @property
+    def bytes_received(self) -> int: ...
+
+    @property
+    def bytes_sent(self) -> int: ...
+
+    async def open(self, tracer: Tracer, timeout_s: float) -> None:
+        """The transport's own handshake (a TLS one), reported through `tracer`."""
+        ...
 
     async def receive_some(self, max_bytes: int = READ_SIZE) -> bytes:
         """Up to `max_bytes`; b"" once the peer has sent FIN."""
@@ -104,6 +114,9 @@ class TCPStream:
         self.remote_address = format_address(writer.get_extra_info("peername"))
         self.bytes_received = 0
         self.bytes_sent = 0
+
+    async def open(self, tracer: Tracer, timeout_s: float) -> None:
+        """Nothing to do: TCP's handshake was connect()/accept()."""
 
     # receive_some and send_all run for every request: a plain try costs nothing until
     # something fails, the context manager a generator per call.

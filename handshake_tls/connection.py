@@ -153,6 +153,7 @@ class _Connection:
         self._out = bytearray()
         self._peer_eof = False
         self._next_state = State.ERROR  # set by _expect() for each message
+        self.closed_sent = False  # our close_notify went out (state CLOSED: theirs came)
 
     # --- for the adapter ---
 
@@ -193,16 +194,17 @@ class _Connection:
         return self._events.pop(0)
 
     def send(self, data: bytes) -> None:
-        """Application data, sealed (after the handshake only)."""
-        if self.state is not State.CONNECTED:
+        """Application data, sealed (after the handshake, before our close_notify)."""
+        if self.closed_sent or self.state not in (State.CONNECTED, State.CLOSED):
             raise LocalProtocolError(f"no application data in state {self.state.value}")
         self._out += self.records.seal(ContentType.APPLICATION_DATA, data)
 
     def close(self) -> bytes:
-        """close_notify: a clean end the peer can tell from a cut connection."""
-        if self.state in (State.ERROR, State.CLOSED):
+        """close_notify: a clean end the peer can tell from a cut connection. We may go on
+        reading (a half-close, like TCP's FIN) until the peer's close_notify."""
+        if self.state is State.ERROR or self.closed_sent:
             return b""
-        self.state = State.CLOSED
+        self.closed_sent = True
         return self.records.seal(ContentType.ALERT, bytes([1, CLOSE_NOTIFY]))
 
     def fail(self, error: RemoteProtocolError) -> bytes:
@@ -219,7 +221,7 @@ class _Connection:
             self._on_alert(data)
         elif content_type is ContentType.APPLICATION_DATA:
             if self.state is not State.CONNECTED:
-                raise UnexpectedMessage("application data before the handshake finished")
+                raise UnexpectedMessage("application data outside the connected state")
             self._events.append(DataReceived(data))
         else:
             if not data:

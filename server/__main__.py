@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from handshake_lab.ws_conn import WSLimits
+from handshake_tls.certs import DEFAULT_DIR
 from server.config import HTTPLimits, ServerConfig
 from server.lifecycle import Server, serve_until_signalled
 from telemetry.setup import Telemetry, add_telemetry_arguments
@@ -131,6 +133,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="after our Close frame, wait S seconds for the peer's (default: %(default)s)",
     )
+    tls = parser.add_argument_group("toy TLS (handshake_tls: a toy, not TLS)")
+    tls.add_argument(
+        "--toy-tls-port",
+        type=int,
+        default=8443,
+        metavar="PORT",
+        help="also serve HTTP and WebSocket over the toy TLS on PORT (default: %(default)s)",
+    )
+    tls.add_argument("--no-toy-tls", action="store_true", help="no toy-TLS listener")
+    tls.add_argument(
+        "--certs-dir",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help=f"the lab's certificates, made there when missing (default: {DEFAULT_DIR})",
+    )
     add_telemetry_arguments(parser, metrics_port=9464)
 
 
@@ -158,6 +176,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         limits=limits,
         ws=ws,
         shutdown_timeout_s=args.shutdown_timeout,
+        toy_tls_port=None if args.no_toy_tls else args.toy_tls_port,
+        certs_dir=args.certs_dir,
     )
 
 
@@ -181,6 +201,12 @@ def run(args: argparse.Namespace) -> int:
 
     def say_ready(running: Server) -> None:
         print(f"handshake-lab server: listening on {running.url}{metrics}", file=sys.stderr)
+        if running.toy_tls_port is not None:
+            print(
+                f"handshake-lab server: toy TLS on toytls://{config.host}:{running.toy_tls_port}"
+                f" (certificates in {config.certs_dir or DEFAULT_DIR})",
+                file=sys.stderr,
+            )
         print(
             "handshake-lab server: Ctrl-C (SIGINT) or SIGTERM stops it gracefully", file=sys.stderr
         )

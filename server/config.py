@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from handshake_lab.ws_conn import WSLimits
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,5 +42,9 @@ class ServerConfig:
     # A peer that stops reading our response is dropped after this long.
     send_timeout_s: float = 30.0
     shutdown_timeout_s: float = 10.0
+    # The toy-TLS listener (None: off; 0: any free port) and where the lab's certificates
+    # are (made there on first start when missing; None: handshake_tls.certs.DEFAULT_DIR).
+    toy_tls_port: int | None = None
+    certs_dir: Path | None = None
     max_delay_ms: int = 10_000
     max_bytes: int = 16 * 1024 * 1024

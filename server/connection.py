@@ -65,6 +65,8 @@ class ConnectionHandler:
         failure: str | None = None
         try:
             try:
+                # The transport's own handshake first (toy TLS); TCP has nothing to do.
+                await self.stream.open(self.tracer, self.config.limits.header_timeout_s)
                 await self._serve()
             except RemoteProtocolError as error:
                 # (nested, so that a cancellation while answering is handled below)

@@ -14,15 +14,25 @@ import time
 from typing import TYPE_CHECKING, Self
 
 from handshake_lab.transport import TCPStream
+from handshake_tls.certs import DEFAULT_DIR, KEY_TYPES, ensure_lab_certificates
+from handshake_tls.connection import ServerConnection, ServerIdentity
+from handshake_tls.crypto import (
+    certificate_der,
+    load_certificate_pem,
+    load_private_key_pem,
+)
+from handshake_tls.stream import ToyTLSStream
 from server.app import App
 from server.connection import ConnectionHandler
 from telemetry.bus import Bus, Tracer
 from telemetry.events import Name, Role
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
+    from pathlib import Path
     from types import TracebackType
 
+    from handshake_lab.transport import Stream
     from server.config import ServerConfig
 
 
@@ -41,23 +51,38 @@ class Server:
         self._ids = itertools.count(1)
         self.port = config.port
         self.accepted = 0
+        self._tls_listener: asyncio.Server | None = None
+        self.toy_tls_port: int | None = None
+        self.tls_identities: dict[str, ServerIdentity] = {}
 
     async def start(self) -> None:
-        self._listener = await asyncio.start_server(
-            self._on_connection,
-            self.config.host,
-            self.config.port,
-            backlog=self.config.backlog,
-            reuse_address=True,
+        config = self.config
+        self._listener = await self._listen(config.port, self._on_connection, "tcp")
+        self.port = self._listener.sockets[0].getsockname()[1]
+        if config.toy_tls_port is not None:
+            self.tls_identities = load_identities(config.certs_dir)
+            self._tls_listener = await self._listen(
+                config.toy_tls_port, self._on_toy_tls_connection, "toy-tls"
+            )
+            self.toy_tls_port = self._tls_listener.sockets[0].getsockname()[1]
+
+    async def _listen(
+        self,
+        port: int,
+        accept: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        transport: str,
+    ) -> asyncio.Server:
+        listener = await asyncio.start_server(
+            accept, self.config.host, port, backlog=self.config.backlog, reuse_address=True
         )
-        sockname = self._listener.sockets[0].getsockname()
-        self.port = sockname[1]
         self.tracer.emit(
             Name.LISTENER_STARTED,
             host=self.config.host,
-            port=self.port,
+            port=listener.sockets[0].getsockname()[1],
             backlog=self.config.backlog,
+            transport=transport,
         )
+        return listener
 
     @property
     def url(self) -> str:
@@ -69,10 +94,18 @@ class Server:
     def open_connections(self) -> int:
         return len(self._handlers)
 
+    async def _on_toy_tls_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        tcp = TCPStream(reader, writer)
+        await self._serve_connection(ToyTLSStream(tcp, ServerConnection(self.tls_identities)))
+
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        stream = TCPStream(reader, writer)
+        await self._serve_connection(TCPStream(reader, writer))
+
+    async def _serve_connection(self, stream: Stream) -> None:
         conn_id = next(self._ids)
         self.accepted += 1
         handler = ConnectionHandler(
@@ -105,6 +138,8 @@ class Server:
         open_at_start = len(self._handlers)
         self.tracer.emit(Name.SHUTDOWN_STARTED, open_connections=open_at_start, timeout_s=timeout_s)
         self._listener.close()
+        if self._tls_listener is not None:
+            self._tls_listener.close()
         for handler in list(self._handlers.values()):
             handler.begin_drain()
         tasks = list(self._handlers)
@@ -117,6 +152,9 @@ class Server:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._listener.wait_closed()
         self._listener = None
+        if self._tls_listener is not None:
+            await self._tls_listener.wait_closed()
+            self._tls_listener = None
         self.tracer.emit(Name.LISTENER_STOPPED, host=self.config.host, port=self.port)
         self.tracer.emit(
             Name.SHUTDOWN_COMPLETED,
@@ -155,3 +193,15 @@ async def serve_until_signalled(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         await server.shutdown()
+
+
+def load_identities(certs_dir: Path | None) -> dict[str, ServerIdentity]:
+    """The lab's server certificates, one per key type (made first when missing)."""
+    files, _made = ensure_lab_certificates(certs_dir or DEFAULT_DIR)
+    return {
+        key_type: ServerIdentity(
+            (certificate_der(load_certificate_pem(files.certificate(key_type).read_bytes())),),
+            load_private_key_pem(files.key(key_type).read_bytes()),
+        )
+        for key_type in KEY_TYPES
+    }

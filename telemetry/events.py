@@ -69,6 +69,13 @@ class Name(StrEnum):
     WS_CLOSE_RECEIVED = "ws.close.received"
     WS_CONNECTION_FAILED = "ws.connection.failed"  # the peer broke the protocol or a limit
     WS_CONNECTION_CLOSED = "ws.connection.closed"
+    # The toy TLS (handshake_tls): its handshake step by step, and its alerts.
+    TLS_HANDSHAKE_STARTED = "tls.handshake.started"
+    TLS_HANDSHAKE_STEP = "tls.handshake.step"
+    TLS_HANDSHAKE_COMPLETED = "tls.handshake.completed"
+    TLS_HANDSHAKE_FAILED = "tls.handshake.failed"
+    TLS_ALERT_SENT = "tls.alert.sent"
+    TLS_ALERT_RECEIVED = "tls.alert.received"
     # Lifecycle of the server process.
     SHUTDOWN_STARTED = "app.shutdown.started"
     SHUTDOWN_COMPLETED = "app.shutdown.completed"

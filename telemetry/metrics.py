@@ -41,6 +41,7 @@ ERROR_EVENTS: Final = frozenset(
     }
 )
 WS_EVENTS: Final = frozenset(name for name in Name if name.layer == "ws")
+TLS_EVENTS: Final = frozenset(name for name in Name if name.layer == "tls")
 # RFC 6455 §7.4: the registered close codes keep their number as a label value; the
 # application's ranges (3000-3999 registered, 4000-4999 private) are folded, so a peer
 # cannot grow the label set.
@@ -172,6 +173,22 @@ class Metrics:
             ["role"],
             LIFETIME_BUCKETS_S,
         )
+        self.tls_handshakes = CounterVec(
+            f"{PREFIX}_tls_handshakes_total",
+            "TLS handshakes by kind (toy), key exchange and result (completed, or the failure).",
+            ["role", "kind", "key_exchange", "result"],
+        )
+        self.tls_handshake_duration = HistogramVec(
+            f"{PREFIX}_tls_handshake_duration_seconds",
+            "From the first handshake byte to the verified Finished.",
+            ["role", "kind", "key_exchange"],
+            DURATION_BUCKETS_S,
+        )
+        self.tls_alerts = CounterVec(
+            f"{PREFIX}_tls_alerts_total",
+            "TLS alerts sent and received, by alert.",
+            ["role", "direction", "alert"],
+        )
         registry.register(
             InstrumentCollector(
                 [
@@ -195,6 +212,9 @@ class Metrics:
                     self.ws_ping_rtt,
                     self.ws_closes,
                     self.ws_lifetime,
+                    self.tls_handshakes,
+                    self.tls_handshake_duration,
+                    self.tls_alerts,
                 ]
             )
         )
@@ -224,8 +244,24 @@ class Metrics:
             self.sent_bytes.inc((role,), attrs["bytes_sent"])
         elif name in WS_EVENTS:
             self._observe_ws(name, role, attrs)
+        elif name in TLS_EVENTS:
+            self._observe_tls(name, role, attrs)
         elif name in ERROR_EVENTS:
             self.errors.inc((role, attrs["kind"]))
+
+    def _observe_tls(self, name: Name, role: str, attrs: dict[str, Any]) -> None:
+        if name is Name.TLS_HANDSHAKE_COMPLETED:
+            kx = attrs["key_exchange"]
+            self.tls_handshakes.inc((role, attrs["kind"], kx, "completed"))
+            self.tls_handshake_duration.observe((role, attrs["kind"], kx), attrs["duration_s"])
+        elif name is Name.TLS_HANDSHAKE_FAILED:
+            self.tls_handshakes.inc(
+                (role, "toy", attrs.get("key_exchange", "unknown"), attrs["kind"])
+            )
+            self.errors.inc((role, attrs["kind"]))
+        elif name is Name.TLS_ALERT_SENT or name is Name.TLS_ALERT_RECEIVED:
+            direction = "sent" if name is Name.TLS_ALERT_SENT else "received"
+            self.tls_alerts.inc((role, direction, attrs["alert"]))
 
     def _observe_ws(self, name: Name, role: str, attrs: dict[str, Any]) -> None:
         if name is Name.WS_MESSAGE_SENT or name is Name.WS_MESSAGE_RECEIVED:

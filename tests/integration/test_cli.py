@@ -78,7 +78,8 @@ class ServerProcess:
 async def server_process(*extra: str) -> AsyncIterator[ServerProcess]:
     port, metrics_port = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
-        *COMMAND, "server", "--port", str(port), "--metrics-port", str(metrics_port), *extra,
+        *COMMAND, "server", "--port", str(port), "--metrics-port", str(metrics_port),
+        *(extra if "--toy-tls-port" in extra else ("--no-toy-tls", *extra)),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stderr is not None
@@ -215,8 +216,8 @@ async def test_client_json_is_one_object_per_request() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["client", "get", "https://127.0.0.1:1/"], "https:// is not supported yet"),
-        (["client", "get", "ftp://x/"], "not an http:// URL"),
+        (["client", "get", "https://127.0.0.1:1/"], "https:// (real TLS) is not supported yet"),
+        (["client", "get", "ftp://x/"], "not an http:// (or toytls://) URL"),
         (["client", "get", "-H", "nocolon", "http://127.0.0.1:1/"], "Name: value"),
         (["client", "get", "--count", "0", "http://127.0.0.1:1/"], "--count"),
     ],
@@ -460,3 +461,23 @@ async def test_certs_makes_a_ca_and_server_certificates_openssl_accepts(tmp_path
     code, _, _ = await run("certs", "--dir", str(directory), "--force")
     assert code == 0
     assert (directory / "ca.pem").read_bytes() != first
+
+
+async def test_client_get_over_the_toy_tls_of_a_server_process(tmp_path: Path) -> None:
+    tls_port = free_port()
+    certs = tmp_path / "certs"
+    async with server_process(
+        "--toy-tls-port", str(tls_port), "--certs-dir", str(certs), "--log-format", "off"
+    ) as server:
+        url = f"toytls://127.0.0.1:{tls_port}/health"
+        code, out, err = await run(
+            "client", "get", "--http1.0", "--count", "2", "--kx", "rsa",
+            "--cafile", str(certs / "ca.pem"), url,
+        )  # fmt: skip
+        samples = await server.metrics()
+        await server.stop()
+    assert code == 0, err
+    assert out.count(" 200 OK") == 2
+    assert "2 request(s) over 2 TCP connection(s)" in out
+    assert total(samples, "handshake_lab_tls_handshakes_total", result="completed") == 2
+    assert total(samples, "handshake_lab_tls_handshakes_total", key_exchange="rsa") == 2

@@ -1,0 +1,175 @@
+"""The toy TLS as a `Stream`: HTTP and WebSocket run over it unchanged.
+
+`open()` runs the handshake over the TCP stream underneath, reporting each step as a
+`tls.*` event; then `receive_some()` returns application data (b"" once close_notify
+arrived: the clean end), `send_all()` seals, `send_eof()` sends close_notify and then FIN.
+A protocol failure sends its alert and becomes a `TransportError` (kind `tls_<alert>`),
+so the HTTP and WebSocket code handle it like any broken connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, NoReturn
+
+from handshake_lab.transport import READ_SIZE, TransportError
+from handshake_tls.connection import (
+    NEED_DATA,
+    AlertReceived,
+    ClientConnection,
+    CloseNotifyReceived,
+    DataReceived,
+    HandshakeCompleted,
+    HandshakeStep,
+    ServerConnection,
+)
+from handshake_tls.errors import LocalProtocolError, RemoteProtocolError
+from telemetry.events import Level, Name
+
+if TYPE_CHECKING:
+    from handshake_lab.transport import TCPStream
+    from telemetry.bus import Tracer
+
+
+class ToyTLSStream:
+    """`Stream` over the toy TLS, over TCP."""
+
+    transport_name = "toy-tls"
+
+    def __init__(self, tcp: TCPStream, conn: ClientConnection | ServerConnection) -> None:
+        self.tcp = tcp
+        self.conn = conn
+        self.local_address = tcp.local_address
+        self.remote_address = tcp.remote_address
+        self._buffer = b""
+        self._ended = False
+        self._tracer: Tracer | None = None
+        self.handshake: HandshakeCompleted | None = None
+
+    @property
+    def bytes_received(self) -> int:
+        return self.tcp.bytes_received
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.tcp.bytes_sent
+
+    async def open(self, tracer: Tracer, timeout_s: float) -> None:
+        """The handshake, bounded by `timeout_s`.
+
+        Raises:
+            TransportError: the handshake failed (kind `tls_<alert>`), timed out, or TCP did.
+        """
+        self._tracer = tracer
+        conn = self.conn
+        started = time.perf_counter()
+        tracer.emit(Name.TLS_HANDSHAKE_STARTED, kind="toy")
+        try:
+            async with asyncio.timeout(timeout_s):
+                if isinstance(conn, ClientConnection):
+                    conn.start_handshake()
+                while True:
+                    event = conn.next_event()
+                    if out := conn.data_to_send():
+                        await self.tcp.send_all(out)
+                    if event is NEED_DATA:
+                        conn.receive_data(await self.tcp.receive_some())
+                    elif isinstance(event, HandshakeStep):
+                        tracer.emit(Name.TLS_HANDSHAKE_STEP, step=event.step, **event.fields)
+                    elif isinstance(event, HandshakeCompleted):
+                        self.handshake = event
+                        tracer.emit(
+                            Name.TLS_HANDSHAKE_COMPLETED,
+                            kind="toy",
+                            suite=event.suite,
+                            key_exchange=event.key_exchange,
+                            duration_s=time.perf_counter() - started,
+                        )
+                        return
+                    else:
+                        self._alert_received(event)
+        except RemoteProtocolError as error:
+            await self._fail(error, started)
+        except TimeoutError:
+            self._failed("timeout", f"no complete handshake in {timeout_s} s", started)
+            raise TransportError("timeout", "TLS handshake timed out") from None
+        except TransportError as error:
+            self._failed(error.kind, str(error), started)
+            raise
+
+    async def _fail(self, error: RemoteProtocolError, started: float | None) -> NoReturn:
+        alert = self.conn.fail(error)
+        self._failed(f"tls_{error.alert}", str(error), started)
+        if alert:
+            try:
+                await self.tcp.send_all(alert, 2.0)
+            except TransportError:
+                pass  # the peer is gone: the alert had nowhere to go
+            else:
+                self._emit(Name.TLS_ALERT_SENT, alert=error.alert, code=error.code)
+        raise TransportError(f"tls_{error.alert}", str(error)) from None
+
+    def _failed(self, kind: str, reason: str, started: float | None) -> None:
+        if started is not None:
+            kx = self.conn.key_exchange
+            self._emit(
+                Name.TLS_HANDSHAKE_FAILED,
+                Level.WARNING,
+                kind=kind,
+                key_exchange=kx.name.lower() if kx is not None else "unknown",
+                reason=reason,
+                duration_s=time.perf_counter() - started,
+            )
+
+    def _alert_received(self, event: object) -> NoReturn:
+        assert isinstance(event, AlertReceived)
+        self._emit(Name.TLS_ALERT_RECEIVED, Level.WARNING, alert=event.alert, code=event.code)
+        raise TransportError(f"tls_{event.alert}", f"the peer sent the alert {event.alert}")
+
+    def _emit(self, name: Name, level: Level = Level.INFO, **fields: object) -> None:
+        if self._tracer is not None:
+            self._tracer.emit(name, level, **fields)
+
+    async def receive_some(self, max_bytes: int = READ_SIZE) -> bytes:
+        while not self._buffer:
+            if self._ended:
+                return b""
+            try:
+                event = self.conn.next_event()
+            except RemoteProtocolError as error:
+                await self._fail(error, None)
+            if isinstance(event, DataReceived):
+                self._buffer = event.data
+            elif isinstance(event, CloseNotifyReceived):
+                self._ended = True  # the peer's authenticated end: EOF for HTTP
+            elif event is NEED_DATA:
+                data = await self.tcp.receive_some()
+                if not data and self.conn.closed_sent:
+                    # TCP ends after our close_notify: the peer need not answer with its
+                    # own (the data we wanted was all authenticated before).
+                    self._ended = True
+                self.conn.receive_data(data)
+            else:
+                self._alert_received(event)
+        data, self._buffer = self._buffer[:max_bytes], self._buffer[max_bytes:]
+        return data
+
+    async def send_all(self, data: bytes, timeout_s: float | None = None) -> None:
+        try:
+            self.conn.send(data)
+        except LocalProtocolError:
+            raise TransportError("closed", "write on a closed TLS connection") from None
+        await self.tcp.send_all(self.conn.data_to_send(), timeout_s)
+
+    async def send_eof(self) -> None:
+        """close_notify, then FIN: the end is authenticated, not only a TCP fact."""
+        if notify := self.conn.close():
+            await self.tcp.send_all(notify)
+        await self.tcp.send_eof()
+
+    async def aclose(self, timeout_s: float = 2.0) -> None:
+        await self.tcp.aclose(timeout_s)
+
+    def abort(self) -> None:
+        self.tcp.abort()
