@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from client.client import HTTPClient, RequestError
+from client.explain import HandshakeExplainer
 from handshake_tls.certs import DEFAULT_DIR
 from handshake_tls.wire import KeyExchange
 from telemetry.setup import Telemetry, add_telemetry_arguments
@@ -86,6 +87,11 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         default="ecdhe",
         help="key exchange: rsa (premaster encrypted to the certificate's key) or ecdhe "
         "(ephemeral X25519, signed: forward secrecy) (default: %(default)s)",
+    )
+    tls.add_argument(
+        "--explain",
+        action="store_true",
+        help="print each step of the toy-TLS handshake as it happens, with its time",
     )
     tls.add_argument(
         "--cafile",
@@ -211,6 +217,8 @@ def run_get(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"handshake-lab client: {exc}", file=sys.stderr)
         return 2
+    if args.explain:
+        telemetry.bus.subscribe(HandshakeExplainer(sys.stdout))
     try:
         return asyncio.run(run_get_async(args, telemetry))
     except ValueError as exc:  # a URL we cannot use

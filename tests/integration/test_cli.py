@@ -481,3 +481,28 @@ async def test_client_get_over_the_toy_tls_of_a_server_process(tmp_path: Path) -
     assert "2 request(s) over 2 TCP connection(s)" in out
     assert total(samples, "handshake_lab_tls_handshakes_total", result="completed") == 2
     assert total(samples, "handshake_lab_tls_handshakes_total", key_exchange="rsa") == 2
+
+
+@pytest.mark.parametrize("kx", ["rsa", "ecdhe"])
+async def test_client_get_explain_tells_the_toy_tls_handshake(tmp_path: Path, kx: str) -> None:
+    tls_port = free_port()
+    certs = tmp_path / "certs"
+    async with server_process(
+        "--toy-tls-port", str(tls_port), "--certs-dir", str(certs), "--log-format", "off"
+    ) as server:
+        code, out, err = await run(
+            "client", "get", "--explain", "--kx", kx, "--cafile", str(certs / "ca.pem"),
+            f"toytls://localhost:{tls_port}/health",
+        )  # fmt: skip
+        await server.stop()
+    assert code == 0, err
+    lines = [line.split("ms", 1)[-1].strip() for line in out.splitlines() if "tls" in line]
+    order = ["-> ClientHello", "<- ServerHello", "<- Certificate", "-> ClientKeyExchange",
+             "-> Finished", "<- Finished", "handshake complete"]  # fmt: skip
+    if kx == "ecdhe":
+        order.insert(3, "<- ServerKeyExchange")
+    seen = [step for step in order if any(line.startswith(step) for line in lines)]
+    assert seen == order
+    assert "verified: signed by the CA we trust" in out
+    assert ("premaster secret C, 48 random bytes" in out) is (kx == "rsa")
+    assert " 200 OK" in out
