@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 from client.pool import ClientConnection, ConnState, Response
 from handshake_lab.errors import ProtocolError
 from handshake_lab.transport import TransportError, open_tcp_stream
-from handshake_tls.certs import DEFAULT_DIR
+from handshake_tls.certs import trusted_ca
 from handshake_tls.connection import ClientConnection as TLSClient
-from handshake_tls.crypto import load_certificate_pem
 from handshake_tls.stream import ToyTLSStream
 from handshake_tls.wire import KeyExchange
 from telemetry.bus import Bus, Tracer
@@ -209,15 +208,10 @@ class HTTPClient:
 
     def _trusted_ca(self) -> x509.Certificate:
         if self._ca is None:
-            path = self.cafile or (DEFAULT_DIR / "ca.pem")
             try:
-                self._ca = load_certificate_pem(path.read_bytes())
-            except OSError as exc:
-                raise TransportError(
-                    "no_ca",
-                    f"cannot read the CA to trust, {path}: {exc.strerror} "
-                    "(handshake-lab certs makes one; --cafile names another)",
-                ) from None
+                self._ca = trusted_ca(self.cafile)
+            except (OSError, ValueError) as exc:
+                raise TransportError("no_ca", str(exc)) from None
         return self._ca
 
     async def _exchange(

@@ -17,7 +17,7 @@ import itertools
 import os
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 from urllib.parse import quote, urlsplit
 
 from client.http_conn import ClientHTTPConnection, ResponseReceived
@@ -34,10 +34,15 @@ from handshake_lab.ws_handshake import (
     encode_key,
 )
 from handshake_lab.ws_session import WebSocketSession
+from handshake_tls.certs import trusted_ca
+from handshake_tls.connection import ClientConnection as TLSClient
+from handshake_tls.stream import ToyTLSStream
+from handshake_tls.wire import KeyExchange
 from telemetry.bus import Bus, Tracer
 from telemetry.events import Level, Name, Role
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from types import TracebackType
 
     from wsproto.extensions import Extension
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 CLIENT_LIMITS = WSLimits(idle_timeout_s=0)  # the server decides when a quiet socket goes
 _conn_ids = itertools.count(1)
+DEFAULT_PORTS: Final = {"ws": 80, "http": 80, "ws+toytls": 8443, "toytls": 8443}
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/", already encoded octets kept
 
 
@@ -61,13 +67,15 @@ class Target:
     port: int
     path: str  # with the query
     host_header: str
+    toy_tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> Target:
-        """`ws://host:port/path?query`; `http://` is taken as `ws://`.
+        """`ws://host:port/path?query` (`http://` is taken as `ws://`), or over the toy
+        TLS `ws+toytls://` (or `toytls://`; default port 8443).
 
         Raises:
-            URLError: not a ws:// URL (wss:// needs TLS, which is not there yet).
+            URLError: not such a URL (wss://, real TLS, is not there yet).
         """
         try:
             parts = urlsplit(url)
@@ -75,22 +83,25 @@ class Target:
         except ValueError as exc:
             raise URLError(f"cannot parse {url!r}: {exc}") from None
         if parts.scheme in ("wss", "https"):
-            raise URLError("wss:// (WebSocket over TLS) is not supported yet; use ws://")
-        if parts.scheme not in ("ws", "http"):
-            raise URLError(f"{url!r}: the URL must start with ws:// (or http://)")
+            raise URLError(
+                "wss:// (WebSocket over real TLS) is not supported yet; use ws:// or ws+toytls://"
+            )
+        if parts.scheme not in DEFAULT_PORTS:
+            raise URLError(f"{url!r}: the URL must start with ws:// (or ws+toytls://)")
         if not parts.hostname:
             raise URLError(f"{url!r} names no host")
         if port == 0:
             raise URLError(f"{url!r}: port 0 is not a port one can connect to")
-        port = port or 80
+        default_port = DEFAULT_PORTS[parts.scheme]
+        port = port or default_port
         host = parts.hostname
         shown = f"[{host}]" if ":" in host else host
-        host_header = shown if port == 80 else f"{shown}:{port}"
+        host_header = shown if port == default_port else f"{shown}:{port}"
         # The request target is ASCII (RFC 9112 §3.2): anything else is percent-encoded.
         path = quote(parts.path or "/", safe=_PATH_SAFE) + (
             f"?{quote(parts.query, safe=_PATH_SAFE + '?')}" if parts.query else ""
         )
-        return cls(host, port, path, host_header)
+        return cls(host, port, path, host_header, toy_tls=default_port == 8443)
 
 
 @dataclass(slots=True)
@@ -217,6 +228,8 @@ async def connect(
     extra_headers: Headers | None = None,
     send_timeout_s: float = 30.0,
     nonce: bytes | None = None,
+    cafile: Path | None = None,
+    key_exchange: KeyExchange = KeyExchange.ECDHE,
 ) -> WebSocketClient:
     """Open a WebSocket to `url`.
 
@@ -227,15 +240,29 @@ async def connect(
     """
     target = Target.parse(url)
     tracer = Tracer(bus or Bus(), Role.CLIENT)
-    stream, timings = await open_tcp_stream(target.host, target.port, timeout_s=timeout_s)
-    tracer = tracer.bind(next(_conn_ids), stream.local_address, stream.remote_address)
+    tcp, timings = await open_tcp_stream(target.host, target.port, timeout_s=timeout_s)
+    tracer = tracer.bind(next(_conn_ids), tcp.local_address, tcp.remote_address)
     tracer.emit(
         Name.CONNECT_COMPLETED,
-        transport=stream.transport_name,
+        transport=tcp.transport_name,
         duration_s=timings.connect_s,
         address=timings.address,
     )
+    stream: Stream = tcp
+    if target.toy_tls:
+        try:
+            trusted = trusted_ca(cafile)
+        except (OSError, ValueError) as exc:
+            tcp.abort()
+            raise TransportError("no_ca", str(exc)) from None
+        stream = ToyTLSStream(tcp, TLSClient(trusted, target.host, key_exchange))
     closing = Closing(stream, tracer, linger_timeout_s=2.0, flush_timeout_s=send_timeout_s)
+    try:
+        await stream.open(tracer, timeout_s)
+    except TransportError as error:
+        closing.fail(error.kind)
+        await closing.finish(error.kind, protocol="none", requests=0)
+        raise
     key = encode_key(nonce or os.urandom(16))
     headers = client_request_headers(target.host_header, key, offer_deflate=offer_deflate)
     headers += extra_headers or []

@@ -17,6 +17,7 @@ import stat
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from client.__main__ import add_header_argument, parse_headers
@@ -25,6 +26,7 @@ from handshake_lab.transport import TransportError
 from handshake_lab.ws_conn import WSLimits, WSState, sendable_close_code
 from handshake_lab.ws_handshake import GUID
 from handshake_lab.ws_session import ConnectionClosed
+from handshake_tls.wire import KeyExchange
 from telemetry.events import Role
 from telemetry.setup import Telemetry, add_telemetry_arguments
 
@@ -37,7 +39,11 @@ if TYPE_CHECKING:
 
 
 def add_ws_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("url", help="a ws:// URL, e.g. ws://127.0.0.1:8080/ws/echo")
+    parser.add_argument(
+        "url",
+        help="a ws:// URL, e.g. ws://127.0.0.1:8080/ws/echo, or ws+toytls://127.0.0.1:8443/"
+        "ws/echo over the toy TLS",
+    )
     parser.add_argument(
         "--send",
         action="append",
@@ -91,6 +97,16 @@ def add_ws_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="give up on connecting, on the upgrade, or on an awaited message after S "
         "seconds (default: %(default)s)",
+    )
+    tls = parser.add_argument_group("toy TLS (ws+toytls:// URLs)")
+    tls.add_argument(
+        "--kx",
+        choices=[kx.name.lower() for kx in KeyExchange],
+        default="ecdhe",
+        help="key exchange: rsa or ecdhe (default: %(default)s)",
+    )
+    tls.add_argument(
+        "--cafile", type=Path, default=None, help="the CA to trust (default: the lab's)"
     )
     add_telemetry_arguments(parser, metrics_port=0)
     parser.set_defaults(log_format="off")
@@ -193,6 +209,8 @@ async def run_ws_async(args: argparse.Namespace, telemetry: Telemetry) -> int:
             offer_deflate=not args.no_deflate,
             timeout_s=args.timeout,
             extra_headers=parse_headers(args.header),
+            cafile=args.cafile,
+            key_exchange=KeyExchange[args.kx.upper()],
         )
     except UpgradeFailed as error:
         printer.handshake(error.handshake)

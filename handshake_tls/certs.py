@@ -23,6 +23,8 @@ from handshake_tls import crypto
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from cryptography import x509
+
 DEFAULT_NAMES: Final = ("localhost", "127.0.0.1", "::1", "server")  # "server": compose
 DEFAULT_DIR: Final = Path.home() / ".local" / "share" / "handshake-lab" / "certs"
 CA_DAYS: Final = 3650
@@ -96,6 +98,24 @@ def ensure_lab_certificates(directory: Path) -> tuple[LabFiles, bool]:
     if files.complete():
         return files, False
     return make_lab_certificates(directory), True
+
+
+def trusted_ca(cafile: Path | None) -> x509.Certificate:
+    """The CA a client trusts: `cafile`, or the lab's.
+
+    Raises:
+        OSError: the file cannot be read (its message says how to make one).
+        ValueError: it is not a PEM certificate.
+    """
+    path = cafile or (DEFAULT_DIR / "ca.pem")
+    try:
+        return crypto.load_certificate_pem(path.read_bytes())
+    except OSError as exc:
+        raise OSError(
+            exc.errno,
+            f"cannot read the CA to trust, {path}: {exc.strerror} "
+            "(handshake-lab certs makes one; --cafile names another)",
+        ) from None
 
 
 def _write(path: Path, data: bytes, *, secret: bool = False) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from client.client import HTTPClient, RequestError
+from client.ws import connect
 from handshake_tls.certs import make_lab_certificates
 from handshake_tls.wire import KeyExchange
 from server.lifecycle import Server
@@ -118,3 +119,27 @@ async def _garbage_then_a_request(tls_server: Server, observed: Observed, tmp_pa
     async with HTTPClient(observed.bus, cafile=tmp_path / "certs" / "ca.pem") as client:
         response = await client.get(f"toytls://127.0.0.1:{tls_server.toy_tls_port}/health")
     assert response.status == 200
+
+
+@pytest.mark.parametrize("kx", list(KeyExchange))
+async def test_websocket_over_toy_tls(
+    tls_server: Server, observed: Observed, tmp_path: Path, kx: KeyExchange
+) -> None:
+    url = f"ws+toytls://127.0.0.1:{tls_server.toy_tls_port}/ws/echo"
+    cafile = tmp_path / "certs" / "ca.pem"
+    async with await connect(url, bus=observed.bus, cafile=cafile, key_exchange=kx) as ws:
+        for text in ("over", "the toy", "TLS"):
+            await ws.send(text)
+            message = await ws.receive()
+            assert message is not None
+            assert message.data == text
+    assert ws.core.close_code == 1000
+    await wait_until(lambda: tls_server.open_connections == 0, "closed")
+    assert handshakes(observed, "server") == handshakes(observed, "client") == 1
+    closed = [
+        e for e in observed.timeline.events
+        if e.name is Name.CONNECTION_CLOSED and e.role is Role.SERVER
+    ]  # fmt: skip
+    assert [(e.attrs["transport"], e.attrs["protocol"]) for e in closed] == [
+        ("toy-tls", "websocket")
+    ]
