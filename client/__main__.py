@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from client.client import HTTPClient, RequestError
 from client.explain import HandshakeExplainer
 from handshake_tls.certs import DEFAULT_DIR
+from handshake_tls.recording import LineFile, Recorder
 from handshake_tls.wire import KeyExchange
 from telemetry.setup import Telemetry, add_telemetry_arguments
 
@@ -89,6 +90,18 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         "(ephemeral X25519, signed: forward secrecy) (default: %(default)s)",
     )
     tls.add_argument(
+        "--keylog",
+        type=Path,
+        metavar="FILE",
+        help="append each connection's keys to FILE (for handshake-lab tls decrypt)",
+    )
+    tls.add_argument(
+        "--record",
+        type=Path,
+        metavar="FILE",
+        help="append every byte each connection sends and receives to FILE",
+    )
+    tls.add_argument(
         "--explain",
         action="store_true",
         help="print each step of the toy-TLS handshake as it happens, with its time",
@@ -157,6 +170,22 @@ def format_response(
 
 
 async def run_get_async(args: argparse.Namespace, telemetry: Telemetry) -> int:
+    keylog = LineFile(args.keylog) if args.keylog else None
+    recorder = Recorder(args.record) if args.record else None
+    try:
+        return await _run_get(args, telemetry, keylog, recorder)
+    finally:
+        for file in (keylog, recorder):
+            if file is not None:
+                file.close()
+
+
+async def _run_get(
+    args: argparse.Namespace,
+    telemetry: Telemetry,
+    keylog: LineFile | None,
+    recorder: Recorder | None,
+) -> int:
     method = (args.method or ("POST" if args.data is not None else "GET")).upper()
     body = args.data.encode() if args.data is not None else b""
     headers = parse_headers(args.header)
@@ -167,6 +196,8 @@ async def run_get_async(args: argparse.Namespace, telemetry: Telemetry) -> int:
         timeout_s=args.timeout,
         cafile=args.cafile,
         key_exchange=KeyExchange[args.kx.upper()],
+        tls_keylog=keylog,
+        tls_record=recorder.for_connection if recorder else None,
     ) as client:
         for number in range(1, args.count + 1):
             if number > 1 and args.interval:
@@ -223,6 +254,9 @@ def run_get(args: argparse.Namespace) -> int:
         return asyncio.run(run_get_async(args, telemetry))
     except ValueError as exc:  # a URL we cannot use
         print(f"handshake-lab client: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # --keylog or --record cannot be written
+        print(f"handshake-lab client: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     finally:
         telemetry.close()

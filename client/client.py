@@ -26,6 +26,7 @@ from telemetry.bus import Bus, Tracer
 from telemetry.events import Level, Name, Role
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
     from types import TracebackType
 
@@ -59,6 +60,8 @@ class HTTPClient:
         cafile: for toytls:// URLs, the CA to trust (default: the lab's, in
             handshake_tls.certs.DEFAULT_DIR).
         key_exchange: for toytls:// URLs, rsa or ecdhe.
+        tls_keylog, tls_record: for toytls:// URLs, where key-log lines and the bytes of
+            each connection go (for `handshake-lab tls decrypt`).
     """
 
     def __init__(
@@ -70,6 +73,8 @@ class HTTPClient:
         linger_timeout_s: float = 1.0,
         cafile: Path | None = None,
         key_exchange: KeyExchange = KeyExchange.ECDHE,
+        tls_keylog: Callable[[str], None] | None = None,
+        tls_record: Callable[[int], Callable[[str, bytes], None]] | None = None,
     ) -> None:
         if http_version not in ("1.0", "1.1"):
             raise ValueError(f"http_version must be '1.0' or '1.1', not {http_version!r}")
@@ -85,6 +90,8 @@ class HTTPClient:
         self.cafile = cafile  # the CA that toytls:// servers must be signed by
         self.key_exchange = key_exchange
         self._ca: x509.Certificate | None = None
+        self.tls_keylog = tls_keylog  # gets a key-log line per toy-TLS connection
+        self.tls_record = tls_record  # conn_id -> where that connection's bytes are recorded
 
     async def get(self, url: str, headers: Headers | None = None) -> Response:
         return await self.request("GET", url, headers)
@@ -192,7 +199,12 @@ class HTTPClient:
             duration_s=timings.connect_s,
         )
         if scheme == "toytls":
-            tls = ToyTLSStream(stream, TLSClient(self._trusted_ca(), host, self.key_exchange))
+            tls = ToyTLSStream(
+                stream,
+                TLSClient(self._trusted_ca(), host, self.key_exchange),
+                record=self.tls_record(conn_id) if self.tls_record else None,
+                keylog=self.tls_keylog,
+            )
             connection = ClientConnection(
                 tls, timings, conn_id, tracer, self.http_version, self.linger_timeout_s
             )

@@ -9,7 +9,7 @@ from client.__main__ import add_get_arguments, run_get
 from client.ws_cli import add_ws_arguments, run_ws
 from handshake_lab import __version__
 from handshake_lab.demo import add_demo_arguments, run_demo
-from handshake_tls.cli import add_certs_arguments, run_certs
+from handshake_tls.cli import add_certs_arguments, add_decrypt_arguments, run_certs, run_decrypt
 from server.__main__ import add_arguments as add_server_arguments
 from server.__main__ import run as run_server
 
@@ -49,6 +49,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_certs_arguments(certs)
     certs.set_defaults(func=run_certs)
+
+    tls = commands.add_parser("tls", help="look into recorded toy-TLS connections")
+    tls_commands = tls.add_subparsers(dest="tls_command", metavar="COMMAND", required=True)
+    decrypt = tls_commands.add_parser(
+        "decrypt",
+        help="a recording (client get --record) back to plaintext, with a key log or the "
+        "server's key",
+        description="Read a recorded toy-TLS connection afterwards. With the key log every "
+        "connection opens. With only the server's private key, the rsa key exchange opens "
+        "(the premaster was encrypted to that key) and ecdhe does not: forward secrecy.",
+    )
+    add_decrypt_arguments(decrypt)
+    decrypt.set_defaults(func=run_decrypt)
 
     client = commands.add_parser("client", help="HTTP requests with a timing breakdown; WebSockets")
     client_commands = client.add_subparsers(dest="client_command", metavar="COMMAND", required=True)

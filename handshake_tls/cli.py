@@ -1,4 +1,5 @@
-"""`handshake-lab certs`: make the lab CA and server certificates."""
+"""`handshake-lab certs` (the lab CA and server certificates) and `handshake-lab tls
+decrypt` (a recorded toy-TLS connection, read afterwards)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,11 @@ from handshake_tls.certs import (
     LabFiles,
     make_lab_certificates,
 )
+from handshake_tls.decrypt import CannotDecrypt, Plaintext, decrypt_recording, parse_keylog
+from handshake_tls.errors import RemoteProtocolError
+from handshake_tls.record import ContentType
+from handshake_tls.recording import read_recording
+from handshake_tls.wire import HandshakeType, split_message
 
 if TYPE_CHECKING:
     import argparse
@@ -72,3 +78,73 @@ def run_certs(args: argparse.Namespace) -> int:
         )
     print(f"Other clients trust the lab with its CA, e.g. curl --cacert {files.ca}")
     return 0
+
+
+def add_decrypt_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recording", type=Path, help="a file written by client get --record")
+    keys = parser.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--keylog", type=Path, help="the key log (client get --keylog)")
+    keys.add_argument(
+        "--server-key",
+        type=Path,
+        metavar="KEY",
+        help="the server's private key alone (PEM): enough for rsa, useless for ecdhe",
+    )
+
+
+def run_decrypt(args: argparse.Namespace) -> int:
+    try:
+        connections = read_recording(args.recording.read_text())
+        keylog = parse_keylog(args.keylog.read_text()) if args.keylog else None
+        server_key = (
+            crypto.load_private_key_pem(args.server_key.read_bytes()) if args.server_key else None
+        )
+    except (OSError, ValueError) as exc:
+        print(f"handshake-lab tls decrypt: {exc}", file=sys.stderr)
+        return 2
+    failures = 0
+    for conn_id, chunks in connections.items():
+        print(f"connection #{conn_id}:")
+        try:
+            records = decrypt_recording(chunks, keylog=keylog, server_key=server_key)
+        except CannotDecrypt as exc:
+            print(f"  cannot decrypt: {exc}")
+            failures += 1
+            continue
+        except RemoteProtocolError as exc:
+            print(f"  cannot read it: {exc}")
+            failures += 1
+            continue
+        for record in records:
+            print(f"  {record.sender:>6} {_describe(record)}")
+    return 1 if failures else 0
+
+
+def _describe(record: Plaintext) -> str:
+    data = record.data
+    if record.content_type is ContentType.HANDSHAKE:
+        names = []
+        while (split := split_message(data)) is not None:
+            msg_type, _body, used = split
+            names.append(_message_name(msg_type))
+            data = data[used:]
+        return f"handshake        {', '.join(names)} ({len(record.data)} bytes)"
+    if record.content_type is ContentType.ALERT:
+        code = data[1] if len(data) == 2 else -1
+        return f"alert            {'close_notify' if code == 0 else f'code {code}'}"
+    return f"application data {_show(data)}"
+
+
+def _message_name(msg_type: int) -> str:
+    try:
+        return HandshakeType(msg_type).name.title().replace("_", "")
+    except ValueError:
+        return f"type {msg_type}"
+
+
+def _show(data: bytes) -> str:
+    text = data.decode("utf-8", "replace")
+    if data and sum(ch.isprintable() or ch in "\r\n" for ch in text) / len(text) > 0.9:
+        shown = text.replace("\r", "").replace("\n", " | ")
+        return shown if len(shown) < 240 else shown[:237] + "..."
+    return f"{len(data)} bytes: {data[:24].hex()}{'...' if len(data) > 24 else ''}"

@@ -325,7 +325,7 @@ class ClientConnection(_Connection):
         self.key_exchange = key_exchange
         self.offered = tuple(suites)
         self.certificate: crypto.CertificateInfo | None = None
-        self._client_random = b""
+        self.client_random = b""
         self._server_random = b""
         self._server_share = b""
 
@@ -334,13 +334,13 @@ class ClientConnection(_Connection):
         if self.state is not State.START:
             raise LocalProtocolError("the handshake has started already")
         assert self.key_exchange is not None
-        self._client_random = self.rng(RANDOM_BYTES)
-        hello = ClientHello(self._client_random, self.offered, self.key_exchange, self.server_name)
+        self.client_random = self.rng(RANDOM_BYTES)
+        hello = ClientHello(self.client_random, self.offered, self.key_exchange, self.server_name)
         self._send_message(hello)
         self.state = State.EXPECT_SERVER_HELLO
         self._step(
             "client_hello",
-            client_random=self._client_random.hex(),
+            client_random=self.client_random.hex(),
             suites=[crypto.SUITES[s].name if s in crypto.SUITES else hex(s) for s in self.offered],
             key_exchange=self.key_exchange.name.lower(),
             server_name=self.server_name,
@@ -421,7 +421,7 @@ class ClientConnection(_Connection):
             exchange = share.public
             self._step("client_key_exchange", share=share.public.hex())
         self._send_message(ClientKeyExchange(exchange))
-        self.keys = derive_keys(self.suite, secret, self._client_random, self._server_random)
+        self.keys = derive_keys(self.suite, secret, self.client_random, self._server_random)
         self._step("keys", **self.keys.fingerprints())
         self.records.start_writing_sealed(self.keys)
         self.records.start_reading_sealed(self.keys)
@@ -451,7 +451,7 @@ class ServerConnection(_Connection):
         self.state = State.EXPECT_CLIENT_HELLO
         self.server_name = ""
         self._identity: ServerIdentity | None = None
-        self._client_random = b""
+        self.client_random = b""
         self._server_random = b""
         self._share: crypto.X25519Share | None = None
 
@@ -490,7 +490,7 @@ class ServerConnection(_Connection):
             raise HandshakeFailure(f"no certificate for the {kx.name.lower()} key exchange")
         self.key_exchange, self.suite, self._identity = kx, crypto.SUITES[chosen], identity
         self.server_name = hello.server_name
-        self._client_random = hello.random
+        self.client_random = hello.random
         self._step(
             "client_hello",
             client_random=hello.random.hex(),
@@ -525,7 +525,7 @@ class ServerConnection(_Connection):
             assert self._share is not None
             secret = self._share.shared_secret(message.exchange_data)
             self._step("client_key_exchange", share=message.exchange_data.hex())
-        self.keys = derive_keys(self.suite, secret, self._client_random, self._server_random)
+        self.keys = derive_keys(self.suite, secret, self.client_random, self._server_random)
         self._step("keys", **self.keys.fingerprints())
         # Sealed both ways from here: the client's Finished comes sealed, and so must
         # anything we send, an alert included (the client now reads only sealed records).

@@ -24,10 +24,13 @@ from handshake_tls.connection import (
     HandshakeStep,
     ServerConnection,
 )
+from handshake_tls.decrypt import keylog_line
 from handshake_tls.errors import LocalProtocolError, RemoteProtocolError
 from telemetry.events import Level, Name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from handshake_lab.transport import TCPStream
     from telemetry.bus import Tracer
 
@@ -37,9 +40,21 @@ class ToyTLSStream:
 
     transport_name = "toy-tls"
 
-    def __init__(self, tcp: TCPStream, conn: ClientConnection | ServerConnection) -> None:
+    def __init__(
+        self,
+        tcp: TCPStream,
+        conn: ClientConnection | ServerConnection,
+        *,
+        record: Callable[[str, bytes], None] | None = None,
+        keylog: Callable[[str], None] | None = None,
+    ) -> None:
+        """`record(sender, data)` gets every byte sent and received (for `tls decrypt`);
+        `keylog(line)` gets the connection's keys once the handshake is done."""
         self.tcp = tcp
         self.conn = conn
+        self._record = record
+        self._keylog = keylog
+        self._us, self._them = ("client", "server") if conn.client else ("server", "client")
         self.local_address = tcp.local_address
         self.remote_address = tcp.remote_address
         self._buffer = b""
@@ -72,13 +87,15 @@ class ToyTLSStream:
                 while True:
                     event = conn.next_event()
                     if out := conn.data_to_send():
-                        await self.tcp.send_all(out)
+                        await self._send(out)
                     if event is NEED_DATA:
-                        conn.receive_data(await self.tcp.receive_some())
+                        conn.receive_data(await self._receive())
                     elif isinstance(event, HandshakeStep):
                         tracer.emit(Name.TLS_HANDSHAKE_STEP, step=event.step, **event.fields)
                     elif isinstance(event, HandshakeCompleted):
                         self.handshake = event
+                        if self._keylog is not None:
+                            self._keylog(keylog_line(conn.client_random, event.keys))
                         tracer.emit(
                             Name.TLS_HANDSHAKE_COMPLETED,
                             kind="toy",
@@ -144,7 +161,7 @@ class ToyTLSStream:
             elif isinstance(event, CloseNotifyReceived):
                 self._ended = True  # the peer's authenticated end: EOF for HTTP
             elif event is NEED_DATA:
-                data = await self.tcp.receive_some()
+                data = await self._receive()
                 if not data and self.conn.closed_sent:
                     # TCP ends after our close_notify: the peer need not answer with its
                     # own (the data we wanted was all authenticated before).
@@ -160,13 +177,24 @@ class ToyTLSStream:
             self.conn.send(data)
         except LocalProtocolError:
             raise TransportError("closed", "write on a closed TLS connection") from None
-        await self.tcp.send_all(self.conn.data_to_send(), timeout_s)
+        await self._send(self.conn.data_to_send(), timeout_s)
 
     async def send_eof(self) -> None:
         """close_notify, then FIN: the end is authenticated, not only a TCP fact."""
         if notify := self.conn.close():
-            await self.tcp.send_all(notify)
+            await self._send(notify)
         await self.tcp.send_eof()
+
+    async def _send(self, data: bytes, timeout_s: float | None = None) -> None:
+        if self._record is not None:
+            self._record(self._us, data)
+        await self.tcp.send_all(data, timeout_s)
+
+    async def _receive(self) -> bytes:
+        data = await self.tcp.receive_some()
+        if self._record is not None and data:
+            self._record(self._them, data)
+        return data
 
     async def aclose(self, timeout_s: float = 2.0) -> None:
         await self.tcp.aclose(timeout_s)

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from client.client import HTTPClient
 from client.ws import connect
 from handshake_lab.ws_handshake import GUID
+from handshake_tls.recording import read_recording
 from tests.conftest import require_tool
 from tests.helpers import raw_exchange, status_of
 
@@ -506,3 +507,48 @@ async def test_client_get_explain_tells_the_toy_tls_handshake(tmp_path: Path, kx
     assert "verified: signed by the CA we trust" in out
     assert ("premaster secret C, 48 random bytes" in out) is (kx == "rsa")
     assert " 200 OK" in out
+
+
+async def test_tls_decrypt_shows_forward_secrecy(tmp_path: Path) -> None:
+    tls_port = free_port()
+    certs = tmp_path / "certs"
+    async with server_process(
+        "--toy-tls-port", str(tls_port), "--certs-dir", str(certs), "--log-format", "off"
+    ) as server:
+        for kx in ("rsa", "ecdhe"):
+            code, _, err = await run(
+                "client", "get", "--kx", kx, "-d", "hush-42", "--cafile", str(certs / "ca.pem"),
+                "--record", str(tmp_path / f"{kx}.jsonl"), "--keylog", str(tmp_path / f"{kx}.log"),
+                f"toytls://127.0.0.1:{tls_port}/echo",
+            )  # fmt: skip
+            assert code == 0, err
+        await server.stop()
+    [chunks] = read_recording((tmp_path / "rsa.jsonl").read_text()).values()
+    assert b"hush-42" not in b"".join(data for _, data in chunks)  # on the wire: sealed
+    server_key = str(certs / "server-rsa.key")
+    # rsa: the server's key alone opens the recording (the premaster was encrypted to it).
+    code, out, _ = await run(
+        "tls", "decrypt", str(tmp_path / "rsa.jsonl"), "--server-key", server_key
+    )
+    assert code == 0
+    assert "ClientKeyExchange" in out
+    assert "application data POST /echo" in out
+    assert "hush-42" in out
+    # ecdhe: the same key opens nothing; the key log does.
+    code, out, _ = await run(
+        "tls", "decrypt", str(tmp_path / "ecdhe.jsonl"), "--server-key", server_key
+    )
+    assert code == 1
+    assert "forward secrecy" in out
+    assert "hush-42" not in out
+    code, out, _ = await run(
+        "tls", "decrypt", str(tmp_path / "ecdhe.jsonl"), "--keylog", str(tmp_path / "ecdhe.log")
+    )
+    assert code == 0
+    assert "hush-42" in out
+    # Another connection's keys open nothing.
+    code, out, _ = await run(
+        "tls", "decrypt", str(tmp_path / "ecdhe.jsonl"), "--keylog", str(tmp_path / "rsa.log")
+    )
+    assert code == 1
+    assert "cannot decrypt" in out
