@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Self
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 from client.pool import ClientConnection, ConnState, Response
 from handshake_lab.errors import ProtocolError
 from handshake_lab.transport import TransportError, open_tcp_stream
-from handshake_tls.certs import trusted_ca
+from handshake_tls.certs import DEFAULT_DIR, trusted_ca
 from handshake_tls.connection import ClientConnection as TLSClient
 from handshake_tls.stream import ToyTLSStream
 from handshake_tls.wire import KeyExchange
@@ -90,6 +91,7 @@ class HTTPClient:
         self.cafile = cafile  # the CA that toytls:// servers must be signed by
         self.key_exchange = key_exchange
         self._ca: x509.Certificate | None = None
+        self._ssl: ssl.SSLContext | None = None
         self.tls_keylog = tls_keylog  # gets a key-log line per toy-TLS connection
         self.tls_record = tls_record  # conn_id -> where that connection's bytes are recorded
 
@@ -176,7 +178,8 @@ class HTTPClient:
     async def _connect(self, origin: tuple[str, str, int]) -> ClientConnection:
         scheme, host, port = origin
         try:
-            stream, timings = await open_tcp_stream(host, port, timeout_s=self.timeout_s)
+            tls = self._ssl_context() if scheme == "https" else None
+            stream, timings = await open_tcp_stream(host, port, timeout_s=self.timeout_s, tls=tls)
         except TransportError as error:
             self.tracer.emit(
                 Name.CONNECT_FAILED,
@@ -198,18 +201,20 @@ class HTTPClient:
             lookup_s=timings.lookup_s,
             duration_s=timings.connect_s,
         )
+        if scheme == "https":
+            await stream.open(tracer, self.timeout_s)  # (reports what TLS agreed)
         if scheme == "toytls":
-            tls = ToyTLSStream(
+            toy = ToyTLSStream(
                 stream,
                 TLSClient(self._trusted_ca(), host, self.key_exchange),
                 record=self.tls_record(conn_id) if self.tls_record else None,
                 keylog=self.tls_keylog,
             )
             connection = ClientConnection(
-                tls, timings, conn_id, tracer, self.http_version, self.linger_timeout_s
+                toy, timings, conn_id, tracer, self.http_version, self.linger_timeout_s
             )
             try:
-                await tls.open(tracer, self.timeout_s)
+                await toy.open(tracer, self.timeout_s)
             except TransportError as error:
                 await connection.fail(error.kind)
                 raise
@@ -217,6 +222,18 @@ class HTTPClient:
         return ClientConnection(
             stream, timings, conn_id, tracer, self.http_version, self.linger_timeout_s
         )
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """Real TLS trusting the lab CA (or --cafile); honours SSLKEYLOGFILE."""
+        if self._ssl is None:
+            path = self.cafile or DEFAULT_DIR / "ca.pem"
+            try:
+                self._ssl = ssl.create_default_context(cafile=str(path))
+            except (OSError, ssl.SSLError) as exc:
+                raise TransportError(
+                    "no_ca", f"cannot load the CA to trust, {path}: {exc}"
+                ) from None
+        return self._ssl
 
     def _trusted_ca(self) -> x509.Certificate:
         if self._ca is None:
@@ -265,15 +282,13 @@ class HTTPClient:
         await self.aclose()
 
 
-DEFAULT_PORTS: Final = {"http": 80, "toytls": 8443}
+DEFAULT_PORTS: Final = {"http": 80, "https": 443, "toytls": 8443}
 
 
 def _split_url(url: str) -> tuple[str, str, int, str, bytes]:
     parts = urlsplit(url)
     if parts.scheme not in DEFAULT_PORTS:
-        if parts.scheme == "https":
-            raise ValueError("https:// (real TLS) is not supported yet; use http:// or toytls://")
-        raise ValueError(f"not an http:// (or toytls://) URL: {url!r}")
+        raise ValueError(f"not an http://, https:// or toytls:// URL: {url!r}")
     if not parts.hostname:
         raise ValueError(f"no host in URL: {url!r}")
     try:

@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import errno
 import socket
+import ssl
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
-from telemetry.events import format_address
+from telemetry.events import Name, format_address
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -88,6 +89,10 @@ def as_transport_error(exc: OSError | asyncio.IncompleteReadError) -> TransportE
         return TransportError("eof", "connection closed mid-read")
     if isinstance(exc, TimeoutError):
         return TransportError("timeout", "timed out")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TransportError("tls_bad_certificate", f"certificate refused: {exc.verify_message}")
+    if isinstance(exc, ssl.SSLError):
+        return TransportError("tls_error", f"TLS failed: {exc.reason or exc}")
     if isinstance(exc, socket.gaierror):
         return TransportError("name_lookup", f"name lookup failed: {exc.strerror}")
     return TransportError(_KINDS.get(exc.errno or 0, "os_error"), exc.strerror or str(exc))
@@ -172,6 +177,33 @@ class TCPStream:
         transport.abort()
 
 
+class TLSStream(TCPStream):
+    """`Stream` over real TLS (Python's ssl): asyncio did the handshake; `open()` reports
+    what it agreed. Closing sends close_notify (the SSL transport's close)."""
+
+    transport_name = "tls"
+
+    async def send_eof(self) -> None:
+        """TLS has no half-close in asyncio: close_notify goes with closing the TLS session
+        (asyncio then waits, bounded, for the peer's close_notify before closing TCP)."""
+        self._writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self._writer.wait_closed()
+
+    async def open(self, tracer: Tracer, timeout_s: float) -> None:
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        cipher = ssl_object.cipher() if ssl_object is not None else None
+        tracer.emit(
+            Name.TLS_HANDSHAKE_COMPLETED,
+            kind="real",
+            key_exchange="ecdhe",  # what TLS 1.3, and the suites we allow in 1.2, use
+            suite=cipher[0] if cipher else "unknown",
+            version=ssl_object.version() if ssl_object is not None else "unknown",
+            duration_s=None,  # not observable: asyncio finishes it before handing us the stream
+        )
+
+
 def _literal_address(host: str, port: int) -> list[tuple[int, int, int, str, tuple[str, int]]]:
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -190,7 +222,7 @@ class ConnectTimings:
 
 
 async def open_tcp_stream(
-    host: str, port: int, *, timeout_s: float = 10.0
+    host: str, port: int, *, timeout_s: float = 10.0, tls: ssl.SSLContext | None = None
 ) -> tuple[TCPStream, ConnectTimings]:
     """Look the name up, then connect, timing both steps apart (as `curl -w` does).
 
@@ -211,7 +243,12 @@ async def open_tcp_stream(
                 address, address_port = str(sockaddr[0]), int(sockaddr[1])
                 try:
                     reader, writer = await asyncio.open_connection(
-                        address, address_port, family=family, proto=proto
+                        address,
+                        address_port,
+                        family=family,
+                        proto=proto,
+                        ssl=tls,
+                        server_hostname=host if tls is not None else None,
                     )
                 except OSError as exc:
                     last_error = exc
@@ -220,6 +257,6 @@ async def open_tcp_stream(
                 timings = ConnectTimings(
                     looked_up - started, connected - looked_up, format_address(sockaddr) or ""
                 )
-                return TCPStream(reader, writer), timings
+                return (TLSStream if tls else TCPStream)(reader, writer), timings
             raise last_error or OSError(errno.EHOSTUNREACH, "no address to connect to")
     raise AssertionError("unreachable")  # pragma: no cover (mypy: the with always returns)

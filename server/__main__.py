@@ -133,7 +133,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="after our Close frame, wait S seconds for the peer's (default: %(default)s)",
     )
-    tls = parser.add_argument_group("toy TLS (handshake_tls: a toy, not TLS)")
+    tls = parser.add_argument_group("TLS: the toy (handshake_tls, not TLS) and the real one")
     tls.add_argument(
         "--toy-tls-port",
         type=int,
@@ -142,6 +142,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also serve HTTP and WebSocket over the toy TLS on PORT (default: %(default)s)",
     )
     tls.add_argument("--no-toy-tls", action="store_true", help="no toy-TLS listener")
+    tls.add_argument(
+        "--real-tls-port",
+        type=int,
+        default=8444,
+        metavar="PORT",
+        help="also serve over real TLS (Python's ssl, TLS 1.2 and 1.3, the lab's RSA "
+        "certificate; honours SSLKEYLOGFILE) on PORT (default: %(default)s)",
+    )
+    tls.add_argument("--no-real-tls", action="store_true", help="no real-TLS listener")
     tls.add_argument(
         "--certs-dir",
         type=Path,
@@ -177,6 +186,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ws=ws,
         shutdown_timeout_s=args.shutdown_timeout,
         toy_tls_port=None if args.no_toy_tls else args.toy_tls_port,
+        real_tls_port=None if args.no_real_tls else args.real_tls_port,
         certs_dir=args.certs_dir,
     )
 
@@ -205,6 +215,11 @@ def run(args: argparse.Namespace) -> int:
             print(
                 f"handshake-lab server: toy TLS on toytls://{config.host}:{running.toy_tls_port}"
                 f" (certificates in {config.certs_dir or DEFAULT_DIR})",
+                file=sys.stderr,
+            )
+        if running.real_tls_port is not None:
+            print(
+                f"handshake-lab server: real TLS on https://{config.host}:{running.real_tls_port}",
                 file=sys.stderr,
             )
         print(

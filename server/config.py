@@ -46,5 +46,7 @@ class ServerConfig:
     # are (made there on first start when missing; None: handshake_tls.certs.DEFAULT_DIR).
     toy_tls_port: int | None = None
     certs_dir: Path | None = None
+    # The real-TLS listener (Python's ssl, TLS 1.2 and 1.3, the lab's RSA certificate).
+    real_tls_port: int | None = None
     max_delay_ms: int = 10_000
     max_bytes: int = 16 * 1024 * 1024

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import signal
+import ssl
 import time
 from typing import TYPE_CHECKING, Self
 
-from handshake_lab.transport import TCPStream
+from handshake_lab.transport import TCPStream, TLSStream
 from handshake_tls.certs import DEFAULT_DIR, KEY_TYPES, ensure_lab_certificates
 from handshake_tls.connection import ServerConnection, ServerIdentity
 from handshake_tls.crypto import (
@@ -51,8 +53,9 @@ class Server:
         self._ids = itertools.count(1)
         self.port = config.port
         self.accepted = 0
-        self._tls_listener: asyncio.Server | None = None
+        self._extra_listeners: list[asyncio.Server] = []  # toy TLS, real TLS
         self.toy_tls_port: int | None = None
+        self.real_tls_port: int | None = None
         self.tls_identities: dict[str, ServerIdentity] = {}
 
     async def start(self) -> None:
@@ -61,19 +64,36 @@ class Server:
         self.port = self._listener.sockets[0].getsockname()[1]
         if config.toy_tls_port is not None:
             self.tls_identities = load_identities(config.certs_dir)
-            self._tls_listener = await self._listen(
+            listener = await self._listen(
                 config.toy_tls_port, self._on_toy_tls_connection, "toy-tls"
             )
-            self.toy_tls_port = self._tls_listener.sockets[0].getsockname()[1]
+            self._extra_listeners.append(listener)
+            self.toy_tls_port = listener.sockets[0].getsockname()[1]
+        if config.real_tls_port is not None:
+            listener = await self._listen(
+                config.real_tls_port,
+                self._on_real_tls_connection,
+                "tls",
+                tls=real_tls_context(config.certs_dir),
+            )
+            self._extra_listeners.append(listener)
+            self.real_tls_port = listener.sockets[0].getsockname()[1]
 
     async def _listen(
         self,
         port: int,
         accept: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
         transport: str,
+        tls: ssl.SSLContext | None = None,
     ) -> asyncio.Server:
         listener = await asyncio.start_server(
-            accept, self.config.host, port, backlog=self.config.backlog, reuse_address=True
+            accept,
+            self.config.host,
+            port,
+            backlog=self.config.backlog,
+            reuse_address=True,
+            ssl=tls,
+            ssl_handshake_timeout=self.config.limits.header_timeout_s if tls else None,
         )
         self.tracer.emit(
             Name.LISTENER_STARTED,
@@ -99,6 +119,11 @@ class Server:
     ) -> None:
         tcp = TCPStream(reader, writer)
         await self._serve_connection(ToyTLSStream(tcp, ServerConnection(self.tls_identities)))
+
+    async def _on_real_tls_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await self._serve_connection(TLSStream(reader, writer))
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -138,8 +163,8 @@ class Server:
         open_at_start = len(self._handlers)
         self.tracer.emit(Name.SHUTDOWN_STARTED, open_connections=open_at_start, timeout_s=timeout_s)
         self._listener.close()
-        if self._tls_listener is not None:
-            self._tls_listener.close()
+        for listener in self._extra_listeners:
+            listener.close()
         for handler in list(self._handlers.values()):
             handler.begin_drain()
         tasks = list(self._handlers)
@@ -152,9 +177,9 @@ class Server:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._listener.wait_closed()
         self._listener = None
-        if self._tls_listener is not None:
-            await self._tls_listener.wait_closed()
-            self._tls_listener = None
+        for listener in self._extra_listeners:
+            await listener.wait_closed()
+        self._extra_listeners.clear()
         self.tracer.emit(Name.LISTENER_STOPPED, host=self.config.host, port=self.port)
         self.tracer.emit(
             Name.SHUTDOWN_COMPLETED,
@@ -205,3 +230,15 @@ def load_identities(certs_dir: Path | None) -> dict[str, ServerIdentity]:
         )
         for key_type in KEY_TYPES
     }
+
+
+def real_tls_context(certs_dir: Path | None) -> ssl.SSLContext:
+    """Python's TLS (OpenSSL), 1.2 and 1.3, with the lab's RSA certificate; it honours
+    SSLKEYLOGFILE, so Wireshark can decrypt a capture."""
+    files, _made = ensure_lab_certificates(certs_dir or DEFAULT_DIR)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(files.certificate("rsa"), files.key("rsa"))
+    if keylog := os.environ.get("SSLKEYLOGFILE"):
+        context.keylog_filename = keylog
+    return context

@@ -253,7 +253,8 @@ class Metrics:
         if name is Name.TLS_HANDSHAKE_COMPLETED:
             kx = attrs["key_exchange"]
             self.tls_handshakes.inc((role, attrs["kind"], kx, "completed"))
-            self.tls_handshake_duration.observe((role, attrs["kind"], kx), attrs["duration_s"])
+            if attrs["duration_s"] is not None:  # (None: real TLS, done before we see it)
+                self.tls_handshake_duration.observe((role, attrs["kind"], kx), attrs["duration_s"])
         elif name is Name.TLS_HANDSHAKE_FAILED:
             self.tls_handshakes.inc(
                 (role, "toy", attrs.get("key_exchange", "unknown"), attrs["kind"])

@@ -80,7 +80,9 @@ async def server_process(*extra: str) -> AsyncIterator[ServerProcess]:
     port, metrics_port = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
         *COMMAND, "server", "--port", str(port), "--metrics-port", str(metrics_port),
-        *(extra if "--toy-tls-port" in extra else ("--no-toy-tls", *extra)),
+        *(() if "--toy-tls-port" in extra else ("--no-toy-tls",)),
+        *(() if "--real-tls-port" in extra else ("--no-real-tls",)),
+        *extra,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stderr is not None
@@ -217,8 +219,7 @@ async def test_client_json_is_one_object_per_request() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["client", "get", "https://127.0.0.1:1/"], "https:// (real TLS) is not supported yet"),
-        (["client", "get", "ftp://x/"], "not an http:// (or toytls://) URL"),
+        (["client", "get", "ftp://x/"], "not an http://, https:// or toytls:// URL"),
         (["client", "get", "-H", "nocolon", "http://127.0.0.1:1/"], "Name: value"),
         (["client", "get", "--count", "0", "http://127.0.0.1:1/"], "--count"),
     ],

@@ -190,8 +190,9 @@ class Uvicorn:
 
 
 @contextlib.asynccontextmanager
-async def running_uvicorn(timeout_keep_alive: int = 5) -> AsyncIterator[Uvicorn]:
-    """uvicorn (h11) in this event loop on 127.0.0.1:0, stopped on the way out."""
+async def running_uvicorn(timeout_keep_alive: int = 5, **settings: Any) -> AsyncIterator[Uvicorn]:
+    """uvicorn (h11) in this event loop on 127.0.0.1:0, stopped on the way out; `settings`
+    go to its Config (e.g. ssl_certfile)."""
     config = uvicorn.Config(
         asgi_app,
         host="127.0.0.1",
@@ -203,6 +204,7 @@ async def running_uvicorn(timeout_keep_alive: int = 5) -> AsyncIterator[Uvicorn]
         log_level="warning",
         log_config=None,
         timeout_keep_alive=timeout_keep_alive,
+        **settings,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
