@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, assert_never
 
 from handshake_tls.errors import DecodeError
 
@@ -149,6 +149,8 @@ def encode_message(message: Message) -> bytes:
             body = _prefixed(message.exchange_data, 2)
         case Finished():
             body = _fixed(message.verify_data, VERIFY_BYTES)
+        case _:  # pragma: no cover (the union is exhausted above)
+            assert_never(message)
     return bytes([TYPES[type(message)]]) + _prefixed(body, 3)
 
 
@@ -232,6 +234,8 @@ def decode_message(msg_type: int, body: bytes) -> Message:
             message = ClientKeyExchange(r.prefixed(2))
         case HandshakeType.FINISHED:
             message = Finished(r.take(VERIFY_BYTES))
+        case _:  # pragma: no cover (every HandshakeType is above)
+            assert_never(kind)
     r.end()
     return message
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from handshake_tls import crypto
 from handshake_tls.connection import (
@@ -24,15 +27,25 @@ from handshake_tls.connection import (
     Truncated,
 )
 from handshake_tls.errors import (
+    DecodeError,
     HandshakeFailure,
     LocalProtocolError,
     NameMismatch,
+    ProtocolVersion,
     RemoteProtocolError,
     UnexpectedMessage,
     UnknownCA,
 )
+from handshake_tls.record import ContentType, RecordLayer
 from handshake_tls.states import State
-from handshake_tls.wire import KeyExchange
+from handshake_tls.wire import (
+    ClientHello,
+    ClientKeyExchange,
+    KeyExchange,
+    Message,
+    ServerHello,
+    encode_message,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -269,3 +282,92 @@ def test_messages_out_of_order_and_data_before_the_handshake(lab: Lab) -> None:
         client.start_handshake()
     with pytest.raises(LocalProtocolError):
         ServerConnection({})
+
+
+# --- the edges of the state machines -----------------------------------------------------
+
+
+def test_a_server_hello_for_another_hello_is_refused(lab: Lab) -> None:
+    # The flight answers an ecdhe hello offering AES; a client that sent rsa, or offered
+    # only ChaCha20, must refuse it (RFC 5246 §7.4.1.3's rule: only what was offered).
+    for kx, suites, match in (
+        (KeyExchange.RSA, (0x1301,), "key exchange"),
+        (KeyExchange.ECDHE, (0x1303,), "not offered"),
+    ):
+        server = ServerConnection(lab.identities)
+        server.receive_data(ClientConnection(lab.ca, "localhost").start_handshake())
+        drain(server)
+        client = ClientConnection(lab.ca, "localhost", kx, suites=suites)
+        client.start_handshake()
+        client.receive_data(server.data_to_send())
+        with pytest.raises(HandshakeFailure, match=match):
+            drain(client)
+
+
+def plain_handshake_record(message: Message) -> bytes:
+    return RecordLayer(client=True).seal(ContentType.HANDSHAKE, encode_message(message))
+
+
+def test_other_versions_are_refused_both_ways(lab: Lab) -> None:
+    server = ServerConnection(lab.identities)
+    hello = ClientHello(bytes(32), (0x1301,), KeyExchange.ECDHE, "localhost", version=0x0303)
+    server.receive_data(plain_handshake_record(hello))
+    with pytest.raises(ProtocolVersion):
+        drain(server)
+    client = ClientConnection(lab.ca, "localhost")
+    client.start_handshake()
+    client.receive_data(
+        plain_handshake_record(ServerHello(bytes(32), 0x1301, KeyExchange.ECDHE, version=0x0303))
+    )
+    with pytest.raises(ProtocolVersion):
+        drain(client)
+
+
+def test_a_premaster_of_the_wrong_length_is_a_handshake_failure(lab: Lab) -> None:
+    server = ServerConnection(lab.identities)
+    server.receive_data(ClientConnection(lab.ca, "localhost", KeyExchange.RSA).start_handshake())
+    drain(server)
+    public_key = crypto.describe(crypto.load_certificate(lab.identities["rsa"].chain[0])).public_key
+    exchange = ClientKeyExchange(crypto.rsa_encrypt(public_key, bytes(47)))
+    server.receive_data(plain_handshake_record(exchange))
+    with pytest.raises(HandshakeFailure, match="47 bytes"):
+        drain(server)
+
+
+def test_a_malformed_alert_and_closing_twice(lab: Lab) -> None:
+    server = ServerConnection(lab.identities)
+    server.receive_data(RecordLayer(client=True).seal(ContentType.ALERT, b"\x02\x28\x00"))
+    with pytest.raises(DecodeError, match="2 bytes"):
+        drain(server)
+    assert server.close() == b""  # in ERROR: nothing more to say
+    client, other = ClientConnection(lab.ca, "localhost"), ServerConnection(lab.identities)
+    handshake(client, other)
+    assert client.close()
+    assert client.close() == b""  # close_notify once
+    with pytest.raises(LocalProtocolError):
+        client.send(b"after close_notify")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.booleans())
+def test_random_bytes_into_either_side_give_only_our_errors(data: bytes, to_client: bool) -> None:
+    conn: ClientConnection | ServerConnection
+    if to_client:
+        conn = ClientConnection(LAB_CA, "localhost")
+        conn.start_handshake()
+    else:
+        conn = ServerConnection(LAB_IDENTITIES)
+    conn.receive_data(data)
+    with contextlib.suppress(RemoteProtocolError):  # (anything else fails the test)
+        drain(conn)
+
+
+def _module_lab() -> tuple[x509.Certificate, dict[str, ServerIdentity]]:
+    ca_key = crypto.new_private_key("ec")
+    ca = crypto.make_ca(ca_key, "fuzz CA", NOW, 30)
+    key = crypto.new_private_key("ec")
+    cert = crypto.make_server_certificate(ca, ca_key, key, ["localhost"], NOW, 10)
+    return ca, {"ec": ServerIdentity((crypto.certificate_der(cert),), key)}
+
+
+LAB_CA, LAB_IDENTITIES = _module_lab()
