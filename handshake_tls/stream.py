@@ -78,7 +78,7 @@ class ToyTLSStream:
         """
         self._tracer = tracer
         conn = self.conn
-        started = time.perf_counter()
+        started = previous = time.perf_counter()
         tracer.emit(Name.TLS_HANDSHAKE_STARTED, kind="toy")
         try:
             async with asyncio.timeout(timeout_s):
@@ -91,7 +91,15 @@ class ToyTLSStream:
                     if event is NEED_DATA:
                         conn.receive_data(await self._receive())
                     elif isinstance(event, HandshakeStep):
-                        tracer.emit(Name.TLS_HANDSHAKE_STEP, step=event.step, **event.fields)
+                        # The time since the step before: where the handshake spends it.
+                        now = time.perf_counter()
+                        tracer.emit(
+                            Name.TLS_HANDSHAKE_STEP,
+                            step=event.step,
+                            duration_s=now - previous,
+                            **event.fields,
+                        )
+                        previous = now
                     elif isinstance(event, HandshakeCompleted):
                         self.handshake = event
                         if self._keylog is not None:

@@ -184,6 +184,12 @@ class Metrics:
             ["role", "kind", "key_exchange"],
             DURATION_BUCKETS_S,
         )
+        self.tls_step_duration = HistogramVec(
+            f"{PREFIX}_tls_handshake_step_duration_seconds",
+            "Toy TLS: the time each handshake step took (since the step before).",
+            ["role", "step"],
+            DURATION_BUCKETS_S,
+        )
         self.tls_alerts = CounterVec(
             f"{PREFIX}_tls_alerts_total",
             "TLS alerts sent and received, by alert.",
@@ -214,6 +220,7 @@ class Metrics:
                     self.ws_lifetime,
                     self.tls_handshakes,
                     self.tls_handshake_duration,
+                    self.tls_step_duration,
                     self.tls_alerts,
                 ]
             )
@@ -255,6 +262,8 @@ class Metrics:
             self.tls_handshakes.inc((role, attrs["kind"], kx, "completed"))
             if attrs["duration_s"] is not None:  # (None: real TLS, done before we see it)
                 self.tls_handshake_duration.observe((role, attrs["kind"], kx), attrs["duration_s"])
+        elif name is Name.TLS_HANDSHAKE_STEP:
+            self.tls_step_duration.observe((role, attrs["step"]), attrs["duration_s"])
         elif name is Name.TLS_HANDSHAKE_FAILED:
             self.tls_handshakes.inc(
                 (role, "toy", attrs.get("key_exchange", "unknown"), attrs["kind"])

@@ -73,6 +73,14 @@ async def test_http_over_toy_tls_counts_one_handshake_per_connection(
     assert {e.attrs["key_exchange"] for e in completed} == {kx.name.lower()}
     closed = [e for e in observed.timeline.events if e.name is Name.CONNECTION_CLOSED]
     assert {e.attrs["transport"] for e in closed} == {"toy-tls"}
+    # Each step's time is a metric: the client's steps of every handshake are counted.
+    steps = sample(
+        observed.metrics.registry,
+        "handshake_lab_tls_handshake_step_duration_seconds_count",
+        role="client",
+        step="certificate",
+    )
+    assert steps == expected
 
 
 async def test_a_client_trusting_another_ca_refuses_and_the_server_hears_why(
