@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -34,7 +35,7 @@ from handshake_lab.ws_handshake import (
     encode_key,
 )
 from handshake_lab.ws_session import WebSocketSession
-from handshake_tls.certs import trusted_ca
+from handshake_tls.certs import DEFAULT_DIR, trusted_ca
 from handshake_tls.connection import ClientConnection as TLSClient
 from handshake_tls.stream import ToyTLSStream
 from handshake_tls.wire import KeyExchange
@@ -53,7 +54,14 @@ if TYPE_CHECKING:
 Headers = list[tuple[bytes, bytes]]
 CLIENT_LIMITS = WSLimits(idle_timeout_s=0)  # the server decides when a quiet socket goes
 _conn_ids = itertools.count(1)
-DEFAULT_PORTS: Final = {"ws": 80, "http": 80, "ws+toytls": 8443, "toytls": 8443}
+DEFAULT_PORTS: Final = {
+    "ws": 80,
+    "http": 80,
+    "wss": 443,
+    "https": 443,
+    "ws+toytls": 8443,
+    "toytls": 8443,
+}
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar and "/", already encoded octets kept
 
 
@@ -68,6 +76,7 @@ class Target:
     path: str  # with the query
     host_header: str
     toy_tls: bool = False
+    real_tls: bool = False
 
     @classmethod
     def parse(cls, url: str) -> Target:
@@ -82,12 +91,8 @@ class Target:
             port = parts.port
         except ValueError as exc:
             raise URLError(f"cannot parse {url!r}: {exc}") from None
-        if parts.scheme in ("wss", "https"):
-            raise URLError(
-                "wss:// (WebSocket over real TLS) is not supported yet; use ws:// or ws+toytls://"
-            )
         if parts.scheme not in DEFAULT_PORTS:
-            raise URLError(f"{url!r}: the URL must start with ws:// (or ws+toytls://)")
+            raise URLError(f"{url!r}: the URL must start with ws://, wss:// or ws+toytls://")
         if not parts.hostname:
             raise URLError(f"{url!r} names no host")
         if port == 0:
@@ -101,7 +106,14 @@ class Target:
         path = quote(parts.path or "/", safe=_PATH_SAFE) + (
             f"?{quote(parts.query, safe=_PATH_SAFE + '?')}" if parts.query else ""
         )
-        return cls(host, port, path, host_header, toy_tls=default_port == 8443)
+        return cls(
+            host,
+            port,
+            path,
+            host_header,
+            toy_tls=parts.scheme in ("ws+toytls", "toytls"),
+            real_tls=parts.scheme in ("wss", "https"),
+        )
 
 
 @dataclass(slots=True)
@@ -240,7 +252,13 @@ async def connect(
     """
     target = Target.parse(url)
     tracer = Tracer(bus or Bus(), Role.CLIENT)
-    tcp, timings = await open_tcp_stream(target.host, target.port, timeout_s=timeout_s)
+    context: ssl.SSLContext | None = None
+    if target.real_tls:
+        try:
+            context = ssl.create_default_context(cafile=str(cafile or DEFAULT_DIR / "ca.pem"))
+        except (OSError, ssl.SSLError) as exc:
+            raise TransportError("no_ca", f"cannot load the CA to trust: {exc}") from None
+    tcp, timings = await open_tcp_stream(target.host, target.port, timeout_s=timeout_s, tls=context)
     tracer = tracer.bind(next(_conn_ids), tcp.local_address, tcp.remote_address)
     tracer.emit(
         Name.CONNECT_COMPLETED,

@@ -298,7 +298,7 @@ async def test_client_ws_interactive_sends_stdin_lines() -> None:
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["wss://127.0.0.1:1/ws/echo"], 2, "wss://"),
+        (["ftp://127.0.0.1:1/ws/echo"], 2, "ws://, wss://"),
         (["--close-code", "1006", "ws://127.0.0.1:1/"], 2, "--close-code"),
         (["--count", "-1", "ws://127.0.0.1:1/"], 2, "--count"),
         (["--close-code", "1014", "ws://127.0.0.1:1/"], 2, "--close-code"),

@@ -11,6 +11,7 @@ import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from client.client import HTTPClient, RequestError
+from client.ws import connect
 from handshake_tls.certs import make_lab_certificates
 from server.lifecycle import Server
 from telemetry.events import Name, Role
@@ -128,3 +129,15 @@ async def test_our_client_over_real_tls_to_uvicorn_and_a_wrong_ca(
             with pytest.raises(RequestError) as caught:
                 await client.get(url)
     assert caught.value.kind == "tls_bad_certificate"
+
+
+async def test_our_websocket_client_over_real_tls(
+    tls_server: Server, observed: Observed, tmp_path: Path
+) -> None:
+    url = f"wss://localhost:{tls_server.real_tls_port}/ws/echo"
+    async with await connect(url, bus=observed.bus, cafile=tmp_path / "certs" / "ca.pem") as ws:
+        await ws.send("wss from the lab's client")
+        message = await ws.receive()
+        assert message is not None
+        assert message.data == "wss from the lab's client"
+    assert ws.core.close_code == 1000
