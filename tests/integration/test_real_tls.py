@@ -141,3 +141,20 @@ async def test_our_websocket_client_over_real_tls(
         assert message is not None
         assert message.data == "wss from the lab's client"
     assert ws.core.close_code == 1000
+
+
+async def test_the_real_tls_listener_honours_sslkeylogfile(
+    observed: Observed, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    keylog = tmp_path / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(keylog))
+    config = make_config(real_tls_port=0, certs_dir=tmp_path / "certs")
+    async with Server(config, observed.bus) as server:
+        monkeypatch.delenv("SSLKEYLOGFILE")  # (so only the server writes it)
+        async with HTTPClient(observed.bus, cafile=tmp_path / "certs" / "ca.pem") as client:
+            response = await client.get(f"https://localhost:{server.real_tls_port}/health")
+        assert response.status == 200
+    # NSS key log format (what Wireshark reads): TLS 1.3 traffic secrets, by client random.
+    lines = keylog.read_text().splitlines()
+    assert any(line.startswith("CLIENT_TRAFFIC_SECRET_0 ") for line in lines)
+    assert any(line.startswith("SERVER_HANDSHAKE_TRAFFIC_SECRET ") for line in lines)

@@ -371,3 +371,32 @@ def _module_lab() -> tuple[x509.Certificate, dict[str, ServerIdentity]]:
 
 
 LAB_CA, LAB_IDENTITIES = _module_lab()
+
+
+@pytest.mark.parametrize("kx", list(KeyExchange))
+def test_every_bit_flip_in_the_clients_second_flight_is_detected(lab: Lab, kx: KeyExchange) -> None:
+    """The ClientKeyExchange and the client's (sealed) Finished: no flip gets through."""
+
+    def server_after_hello() -> tuple[ServerConnection, bytes]:
+        client = ClientConnection(lab.ca, "localhost", kx, rng=seeded(3))
+        server = ServerConnection(lab.identities, rng=seeded(4))
+        server.receive_data(client.start_handshake())
+        client.data_to_send()
+        drain(server)
+        client.receive_data(server.data_to_send())
+        drain(client)
+        return server, client.data_to_send()
+
+    _server, flight = server_after_hello()
+    step = 5  # (a fresh handshake per flip: sampled)
+    for bit in range(0, len(flight) * 8, step):
+        flipped = bytearray(flight)
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        server, _ = server_after_hello()
+        server.receive_data(bytes(flipped))
+        try:
+            events = drain(server)
+        except RemoteProtocolError:
+            continue
+        assert not any(isinstance(e, HandshakeCompleted) for e in events), f"bit {bit}"
+        assert server.state is not State.CONNECTED
