@@ -27,6 +27,7 @@ from handshake_tls.connection import (
     Truncated,
 )
 from handshake_tls.errors import (
+    CertificateExpired,
     DecodeError,
     HandshakeFailure,
     LocalProtocolError,
@@ -398,3 +399,16 @@ def test_every_bit_flip_in_the_clients_second_flight_is_detected(lab: Lab, kx: K
             continue
         assert not any(isinstance(e, HandshakeCompleted) for e in events), f"bit {bit}"
         assert server.state is not State.CONNECTED
+
+
+def test_an_expired_certificate_is_its_own_alert(lab: Lab) -> None:
+    client, server = ClientConnection(lab.ca, "localhost"), ServerConnection(lab.identities)
+    server.receive_data(client.start_handshake())
+    drain(server)
+    client.receive_data(server.data_to_send())
+    later = NOW + datetime.timedelta(days=11)  # the test certificates are valid 10 days
+    with pytest.raises(CertificateExpired) as caught:
+        while client.next_event(later) is not NEED_DATA:
+            pass
+    server.receive_data(client.fail(caught.value))
+    assert drain(server) == [AlertReceived("certificate_expired", 45)]
