@@ -79,9 +79,11 @@ def seeded(seed: int) -> Callable[[int], bytes]:
     return rnd.randbytes
 
 
-def drain(conn: ClientConnection | ServerConnection) -> list[TLSEvent]:
+def drain(
+    conn: ClientConnection | ServerConnection, now: datetime.datetime = NOW
+) -> list[TLSEvent]:
     out: list[TLSEvent] = []
-    while (event := conn.next_event(NOW)) is not NEED_DATA:
+    while (event := conn.next_event(now)) is not NEED_DATA:
         out.append(event)
     return out
 
@@ -408,7 +410,6 @@ def test_an_expired_certificate_is_its_own_alert(lab: Lab) -> None:
     client.receive_data(server.data_to_send())
     later = NOW + datetime.timedelta(days=11)  # the test certificates are valid 10 days
     with pytest.raises(CertificateExpired) as caught:
-        while client.next_event(later) is not NEED_DATA:
-            pass
+        drain(client, later)
     server.receive_data(client.fail(caught.value))
     assert drain(server) == [AlertReceived("certificate_expired", 45)]
