@@ -81,14 +81,7 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="give up on connecting or on a response after S seconds (default: 30)",
     )
-    tls = parser.add_argument_group("toy TLS (toytls:// URLs)")
-    tls.add_argument(
-        "--kx",
-        choices=[kx.name.lower() for kx in KeyExchange],
-        default="ecdhe",
-        help="key exchange: rsa (premaster encrypted to the certificate's key) or ecdhe "
-        "(ephemeral X25519, signed: forward secrecy) (default: %(default)s)",
-    )
+    tls = add_tls_arguments(parser, "TLS (https:// and toytls:// URLs)")
     tls.add_argument(
         "--keylog",
         type=Path,
@@ -106,14 +99,27 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="print each step of the toy-TLS handshake as it happens, with its time",
     )
+    add_telemetry_arguments(parser, metrics_port=0)
+    parser.set_defaults(log_format="off")
+
+
+def add_tls_arguments(parser: argparse.ArgumentParser, title: str) -> argparse._ArgumentGroup:
+    """--kx and --cafile, the same for both client commands."""
+    tls = parser.add_argument_group(title)
+    tls.add_argument(
+        "--kx",
+        choices=[kx.name.lower() for kx in KeyExchange],
+        default="ecdhe",
+        help="toy TLS key exchange: rsa (premaster encrypted to the certificate's key) or "
+        "ecdhe (ephemeral X25519, signed: forward secrecy) (default: %(default)s)",
+    )
     tls.add_argument(
         "--cafile",
         type=Path,
         default=None,
         help=f"the CA the server must be signed by (default: the lab's, {DEFAULT_DIR}/ca.pem)",
     )
-    add_telemetry_arguments(parser, metrics_port=0)
-    parser.set_defaults(log_format="off")
+    return tls
 
 
 def add_header_argument(parser: argparse.ArgumentParser, help_text: str) -> None:

@@ -17,10 +17,9 @@ import stat
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from client.__main__ import add_header_argument, parse_headers
+from client.__main__ import add_header_argument, add_tls_arguments, parse_headers
 from client.ws import UpgradeFailed, URLError, WebSocketClient, connect
 from handshake_lab.transport import TransportError
 from handshake_lab.ws_conn import WSLimits, WSState, sendable_close_code
@@ -98,16 +97,7 @@ def add_ws_arguments(parser: argparse.ArgumentParser) -> None:
         help="give up on connecting, on the upgrade, or on an awaited message after S "
         "seconds (default: %(default)s)",
     )
-    tls = parser.add_argument_group("toy TLS (ws+toytls:// URLs)")
-    tls.add_argument(
-        "--kx",
-        choices=[kx.name.lower() for kx in KeyExchange],
-        default="ecdhe",
-        help="key exchange: rsa or ecdhe (default: %(default)s)",
-    )
-    tls.add_argument(
-        "--cafile", type=Path, default=None, help="the CA to trust (default: the lab's)"
-    )
+    add_tls_arguments(parser, "TLS (wss:// and ws+toytls:// URLs)")
     add_telemetry_arguments(parser, metrics_port=0)
     parser.set_defaults(log_format="off")
 
