@@ -80,8 +80,8 @@ def _step_lines(a: dict[str, Any]) -> list[str]:
     if step == "keys":
         return [
             "   keys from HKDF-SHA256(secret, A, B); SHA-256 fingerprints: "
-            f"master {a['master']}, client write {a['client_write_key']}, "
-            f"server write {a['server_write_key']}"
+            f"master {a['master_fingerprint']}, client write "
+            f"{a['client_write_key_fingerprint']}, server write {a['server_write_key_fingerprint']}"
         ]
     if step == "finished":
         if a.get("sent"):

@@ -30,6 +30,7 @@ from handshake_tls import crypto
 from handshake_tls.errors import (
     ALERTS,
     DecodeError,
+    DecryptError,
     HandshakeFailure,
     LocalProtocolError,
     ProtocolVersion,
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
 PREMASTER_BYTES: Final = 48  # as TLS 1.2's RSA premaster secret
+MAX_HANDSHAKE_MESSAGE: Final = 64 * 1024
 SUITE_PREFERENCE: Final = (0x1301, 0x1303)
 CLOSE_NOTIFY: Final = 0
 FATAL: Final = 2
@@ -195,7 +197,15 @@ class _Connection:
 
     def send(self, data: bytes) -> None:
         """Application data, sealed (after the handshake, before our close_notify)."""
-        if self.closed_sent or self.state not in (State.CONNECTED, State.CLOSED):
+        if (
+            self.closed_sent
+            or self.keys is None
+            or self.state
+            not in (
+                State.CONNECTED,
+                State.CLOSED,
+            )
+        ):
             raise LocalProtocolError(f"no application data in state {self.state.value}")
         self._out += self.records.seal(ContentType.APPLICATION_DATA, data)
 
@@ -227,7 +237,11 @@ class _Connection:
             if not data:
                 raise DecodeError("an empty handshake record")
             self._handshake += data
-            while (split := split_message(bytes(self._handshake))) is not None:
+            if len(self._handshake) >= 4:
+                declared = int.from_bytes(self._handshake[1:4], "big")
+                if declared > MAX_HANDSHAKE_MESSAGE:  # (a certificate chain fits well)
+                    raise DecodeError(f"a handshake message of {declared} bytes announced")
+            while (split := split_message(self._handshake)) is not None:
                 msg_type, body, used = split
                 raw = bytes(self._handshake[:used])
                 del self._handshake[:used]
@@ -240,6 +254,9 @@ class _Connection:
             raise DecodeError("an alert is 2 bytes")
         _level, code = data
         if code == CLOSE_NOTIFY:
+            if self.state is not State.CONNECTED:
+                # (It may even come in plaintext: it ends nothing that had not begun.)
+                raise UnexpectedMessage("close_notify before the handshake finished")
             self.state = State.CLOSED
             self._events.append(CloseNotifyReceived())
             return
@@ -268,6 +285,12 @@ class _Connection:
         self._transcript += raw
         self._out += self.records.seal(ContentType.HANDSHAKE, raw)
         return raw
+
+    def _nothing_left_in_plaintext(self) -> None:
+        """From the key change on, handshake bytes come sealed: a message sent on in the
+        plaintext record would be a Finished nobody sealed."""
+        if self._handshake:
+            raise UnexpectedMessage("handshake bytes in plaintext after the keys changed")
 
     def _transcript_hash(self) -> bytes:
         return crypto.sha256(bytes(self._transcript))
@@ -425,6 +448,7 @@ class ClientConnection(_Connection):
         self._step("keys", **self.keys.fingerprints())
         self.records.start_writing_sealed(self.keys)
         self.records.start_reading_sealed(self.keys)
+        self._nothing_left_in_plaintext()
         verify = self.keys.finished(True, self._transcript_hash())
         self._send_message(Finished(verify))
         self._step("finished", side="client", sent=True)
@@ -517,9 +541,14 @@ class ServerConnection(_Connection):
         assert self._identity is not None
         assert self.suite is not None
         if self.key_exchange is KeyExchange.RSA:
-            secret = crypto.rsa_decrypt(self._identity.key, message.exchange_data)
+            try:
+                secret = crypto.rsa_decrypt(self._identity.key, message.exchange_data)
+            except DecryptError:
+                secret = b""
             if len(secret) != PREMASTER_BYTES:
-                raise HandshakeFailure(f"a premaster of {len(secret)} bytes, not 48")
+                # RFC 5246 §7.4.7.1: go on with a random premaster, so the failure shows
+                # only as a Finished that does not match (no decryption oracle).
+                secret = self.rng(PREMASTER_BYTES)
             self._step("client_key_exchange", encrypted_bytes=len(message.exchange_data))
         else:
             assert self._share is not None
@@ -531,3 +560,4 @@ class ServerConnection(_Connection):
         # anything we send, an alert included (the client now reads only sealed records).
         self.records.start_reading_sealed(self.keys)
         self.records.start_writing_sealed(self.keys)
+        self._nothing_left_in_plaintext()

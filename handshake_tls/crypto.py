@@ -239,6 +239,16 @@ def _verify_chain(
                     f"({trusted.subject.rfc4514_string()})"
                 ) from None
             raise BadCertificate("a certificate in the chain is not signed by the next") from None
+    # Only a CA may sign: every issuer in the chain must say so (basicConstraints), and the
+    # lab CA's path length bounds how many may stand between it and the server.
+    for issuer in certs[1:]:
+        if not _is_ca(issuer):
+            raise BadCertificate(f"{issuer.subject.rfc4514_string()} is not a CA, yet it signed")
+    limit = _path_length(trusted)
+    if limit is not None and len(certs) - 1 > limit:
+        raise BadCertificate(f"{len(certs) - 1} intermediate CAs; the lab CA allows {limit}")
+    if _is_ca(certs[0]):
+        raise BadCertificate("the server's certificate is a CA certificate")
     for cert in [*certs, trusted]:
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
             raise CertificateExpired(
@@ -271,6 +281,23 @@ def describe(cert: x509.Certificate) -> CertificateInfo:
     )
 
 
+def _basic_constraints(cert: x509.Certificate) -> x509.BasicConstraints | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return None
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    constraints = _basic_constraints(cert)
+    return constraints is not None and constraints.ca
+
+
+def _path_length(cert: x509.Certificate) -> int | None:
+    constraints = _basic_constraints(cert)
+    return constraints.path_length if constraints is not None else None
+
+
 def _alt_names(cert: x509.Certificate) -> list[str]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -301,13 +328,22 @@ def new_private_key(key_type: str) -> PrivateKey:
     raise ValueError(f"unknown key type {key_type!r} (rsa or ec)")
 
 
-def make_ca(key: PrivateKey, name: str, now: datetime.datetime, days: int) -> x509.Certificate:
-    """A self-signed CA certificate that may sign server certificates only."""
+def make_ca(
+    key: PrivateKey,
+    name: str,
+    now: datetime.datetime,
+    days: int,
+    *,
+    issuer: tuple[x509.Certificate, PrivateKey] | None = None,
+) -> x509.Certificate:
+    """A CA certificate that may sign server certificates only: self-signed, or (for
+    tests of chain rules) an intermediate signed by `issuer`."""
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    signer = issuer[1] if issuer else key
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
-        .issuer_name(subject)
+        .issuer_name(issuer[0].subject if issuer else subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
@@ -328,7 +364,7 @@ def make_ca(key: PrivateKey, name: str, now: datetime.datetime, days: int) -> x5
             critical=True,
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
+        .sign(signer, hashes.SHA256())
     )
 
 

@@ -57,9 +57,12 @@ def parse_keylog(text: str) -> dict[bytes, Keys]:
         try:
             suite = crypto.SUITES[int(parts[2], 16)]
             values = [bytes.fromhex(p) for p in parts[3:]]
-            found[bytes.fromhex(parts[1])] = Keys(suite, b"", *values)
         except (KeyError, ValueError):
             continue
+        sizes = [len(v) for v in values]
+        if sizes != [suite.key_bytes, suite.key_bytes, suite.iv_bytes, suite.iv_bytes]:
+            continue  # not keys for this suite
+        found[bytes.fromhex(parts[1])] = Keys(suite, b"", *values)
     return found
 
 
@@ -115,8 +118,10 @@ def decrypt_recording(
             server_hello = next((m for m in messages if isinstance(m, ServerHello)), server_hello)
             if any(isinstance(m, last) for m in messages):
                 break
-    assert hello is not None
-    assert server_hello is not None
+    if hello is None or server_hello is None:
+        raise DecodeError("no ClientHello or no ServerHello in the recording")
+    if server_hello.suite not in crypto.SUITES:
+        raise DecodeError(f"the ServerHello names an unknown suite {server_hello.suite:#06x}")
     # The client's key exchange is its next record, in plaintext too.
     exchange_record = readers["client"].next_record()
     if exchange_record is None:

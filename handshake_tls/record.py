@@ -61,7 +61,7 @@ class Keys:
     def fingerprints(self) -> dict[str, str]:
         """The first 8 bytes of SHA-256 of each secret: enough to compare, not to use."""
         return {
-            name: crypto.sha256(getattr(self, name))[:8].hex()
+            f"{name}_fingerprint": crypto.sha256(getattr(self, name))[:8].hex()
             for name in ("master", "client_write_key", "server_write_key")
         }
 

@@ -148,7 +148,8 @@ class ToyTLSStream:
             )
 
     def _alert_received(self, event: object) -> NoReturn:
-        assert isinstance(event, AlertReceived)
+        if not isinstance(event, AlertReceived):  # (the core lets nothing else through)
+            raise TransportError("tls_unexpected", f"unexpected {event!r}")
         self._emit(Name.TLS_ALERT_RECEIVED, Level.WARNING, alert=event.alert, code=event.code)
         raise TransportError(f"tls_{event.alert}", f"the peer sent the alert {event.alert}")
 

@@ -189,14 +189,14 @@ class _Reader:
             raise DecodeError(f"{self.what} has {len(self.data) - self.at} trailing bytes")
 
 
-def split_message(buffer: bytes) -> tuple[int, bytes, int] | None:
+def split_message(buffer: bytes | bytearray) -> tuple[int, bytes, int] | None:
     """(type, body, bytes used) of the first whole handshake message, or None."""
     if len(buffer) < 4:
         return None
     length = int.from_bytes(buffer[1:4], "big")
     if len(buffer) < 4 + length:
         return None
-    return buffer[0], buffer[4 : 4 + length], 4 + length
+    return buffer[0], bytes(buffer[4 : 4 + length]), 4 + length
 
 
 def decode_message(msg_type: int, body: bytes) -> Message:

@@ -163,20 +163,28 @@ def test_each_certificate_failure_is_its_own_alert(lab: Lab) -> None:
             crypto.verify_chain(chain, trusted, name, when)
 
 
-def test_a_chain_through_an_intermediate(lab: Lab) -> None:
+def test_only_a_ca_may_sign_and_the_path_length_holds(lab: Lab) -> None:
     ca, ca_key = lab.ca, lab.ca_key
-    # The lab CA has path_length 0, so it may not sign a CA; this intermediate is signed
-    # anyway and the chain's signatures still link: the toy checks signatures, names and
-    # dates, which is what the lesson is about (documented as a limit of the toy).
+    # A server certificate (CA:FALSE) signing another: refused, whatever the name says.
+    server_key = lab.keys["rsa"]
+    server_cert = crypto.load_certificate(lab.ders["rsa"])
+    forged_key = crypto.new_private_key("ec")
+    forged = crypto.make_server_certificate(
+        server_cert, server_key, forged_key, ["bank.example"], NOW, 10
+    )
+    chain = [crypto.certificate_der(forged), lab.ders["rsa"]]
+    with pytest.raises(BadCertificate, match="not a CA"):
+        crypto.verify_chain(chain, ca, "bank.example", NOW)
+    # A real intermediate CA, signed by the lab CA: its path length (0) forbids it.
     mid_key = crypto.new_private_key("ec")
-    leaf_key = crypto.new_private_key("ec")
-    mid = crypto.make_server_certificate(ca, ca_key, mid_key, ["mid"], NOW, 10)
-    leaf = crypto.make_server_certificate(mid, mid_key, leaf_key, ["leaf"], NOW, 10)
+    mid = crypto.make_ca(mid_key, "intermediate", NOW, 10, issuer=(ca, ca_key))
+    leaf = crypto.make_server_certificate(mid, mid_key, forged_key, ["leaf"], NOW, 10)
     chain = [crypto.certificate_der(leaf), crypto.certificate_der(mid)]
-    assert crypto.verify_chain(chain, ca, "leaf", NOW).names == ("leaf",)
-    broken = [crypto.certificate_der(leaf), lab.ders["rsa"]]  # not the leaf's issuer
-    with pytest.raises(BadCertificate):
-        crypto.verify_chain(broken, ca, "leaf", NOW)
+    with pytest.raises(BadCertificate, match="allows 0"):
+        crypto.verify_chain(chain, ca, "leaf", NOW)
+    # A CA certificate presented as the server's: refused.
+    with pytest.raises(BadCertificate, match="is a CA"):
+        crypto.verify_chain([crypto.certificate_der(mid)], ca, "intermediate", NOW)
 
 
 def test_lab_certificates_are_made_once_and_verify(tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from handshake_tls.states import State
 from handshake_tls.wire import (
     ClientHello,
     ClientKeyExchange,
+    Finished,
     KeyExchange,
     Message,
     ServerHello,
@@ -60,18 +61,6 @@ NOW = datetime.datetime(2026, 11, 22, 12, 0, tzinfo=datetime.UTC)
 class Lab:
     ca: x509.Certificate
     identities: dict[str, ServerIdentity]
-
-
-@pytest.fixture(scope="module")
-def lab() -> Lab:
-    ca_key = crypto.new_private_key("ec")
-    ca = crypto.make_ca(ca_key, "test CA", NOW, 30)
-    identities = {}
-    for key_type in ("rsa", "ec"):
-        key = crypto.new_private_key(key_type)
-        cert = crypto.make_server_certificate(ca, ca_key, key, ["localhost"], NOW, 10)
-        identities[key_type] = ServerIdentity((crypto.certificate_der(cert),), key)
-    return Lab(ca, identities)
 
 
 def seeded(seed: int) -> Callable[[int], bytes]:
@@ -325,14 +314,54 @@ def test_other_versions_are_refused_both_ways(lab: Lab) -> None:
         drain(client)
 
 
-def test_a_premaster_of_the_wrong_length_is_a_handshake_failure(lab: Lab) -> None:
+@pytest.mark.parametrize("premaster", [bytes(47), None], ids=["47-bytes", "garbage"])
+def test_a_bad_premaster_shows_only_as_a_finished_mismatch(
+    lab: Lab, premaster: bytes | None
+) -> None:
+    # RFC 5246 §7.4.7.1: no alert at the key exchange (that would be a decryption oracle);
+    # the server goes on with a random premaster, and the Finished check fails.
     server = ServerConnection(lab.identities)
     server.receive_data(ClientConnection(lab.ca, "localhost", KeyExchange.RSA).start_handshake())
     drain(server)
     public_key = crypto.describe(crypto.load_certificate(lab.identities["rsa"].chain[0])).public_key
-    exchange = ClientKeyExchange(crypto.rsa_encrypt(public_key, bytes(47)))
-    server.receive_data(plain_handshake_record(exchange))
-    with pytest.raises(HandshakeFailure, match="47 bytes"):
+    data = crypto.rsa_encrypt(public_key, premaster) if premaster else bytes(256)
+    server.receive_data(plain_handshake_record(ClientKeyExchange(data)))
+    drain(server)
+    assert server.state is State.EXPECT_FINISHED
+
+
+def test_plaintext_handshake_bytes_after_the_key_change_are_refused(lab: Lab) -> None:
+    client = ClientConnection(lab.ca, "localhost", KeyExchange.RSA)
+    server = ServerConnection(lab.identities)
+    server.receive_data(client.start_handshake())
+    client.data_to_send()
+    drain(server)
+    client.receive_data(server.data_to_send())
+    drain(client)
+    # The client's key exchange, followed in the same plaintext record by a "Finished".
+    first = client.data_to_send()
+    exchange = first[5 : 5 + int.from_bytes(first[3:5], "big")]
+    bogus = encode_message(Finished(bytes(32)))
+    server.receive_data(RecordLayer(client=True).seal(ContentType.HANDSHAKE, exchange + bogus))
+    with pytest.raises(UnexpectedMessage, match="plaintext after the keys changed"):
+        drain(server)
+
+
+def test_a_close_notify_before_the_handshake_ends_is_unexpected(lab: Lab) -> None:
+    client = ClientConnection(lab.ca, "localhost")
+    client.start_handshake()
+    client.receive_data(RecordLayer(client=False).seal(ContentType.ALERT, b"\x01\x00"))
+    with pytest.raises(UnexpectedMessage, match="close_notify"):
+        drain(client)
+    with pytest.raises(LocalProtocolError):
+        client.send(b"never in plaintext")
+
+
+def test_an_oversized_handshake_message_is_refused_at_its_header(lab: Lab) -> None:
+    server = ServerConnection(lab.identities)
+    header = bytes([1]) + (0xFFFFFF).to_bytes(3, "big")
+    server.receive_data(RecordLayer(client=True).seal(ContentType.HANDSHAKE, header))
+    with pytest.raises(DecodeError, match="announced"):
         drain(server)
 
 

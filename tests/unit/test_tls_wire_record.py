@@ -240,4 +240,8 @@ def test_keys_differ_by_direction_and_finished_by_side() -> None:
     assert keys.finished(True, transcript) != keys.finished(False, transcript)
     other = derive_keys(suite, bytes(48), bytes(32), bytes(32))  # another server random
     assert other.master != keys.master
-    assert set(keys.fingerprints()) == {"master", "client_write_key", "server_write_key"}
+    assert set(keys.fingerprints()) == {
+        "master_fingerprint",
+        "client_write_key_fingerprint",
+        "server_write_key_fingerprint",
+    }
