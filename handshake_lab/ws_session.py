@@ -97,7 +97,6 @@ class WebSocketSession:
         self._messages: asyncio.Queue[MessageReceived | None] = asyncio.Queue(MAX_QUEUED_MESSAGES)
         self._write_lock = asyncio.Lock()
         self._watchdog: Watchdog | None = None
-        self._reading = False
         self._send_failure: TransportError | None = None
         self._pong_waiters: dict[bytes, asyncio.Future[float]] = {}
         self._route: WebSocketRoute | None = None
@@ -178,7 +177,8 @@ class WebSocketSession:
     def _wake_reader(self) -> None:
         """The core's next deadline may be earlier now: move the pending read's."""
         deadline = self.core.get_timer()
-        if self._watchdog is not None and self._reading and deadline is not None:
+        # (move() does nothing unless a read is waiting: writes do not use the watchdog)
+        if self._watchdog is not None and deadline is not None:
             self._watchdog.move(deadline)
 
     def begin_drain(self) -> None:
@@ -360,13 +360,10 @@ class WebSocketSession:
             # peer that keeps the buffer full would otherwise hold the timers off for ever.
             return None
         assert self._watchdog is not None
-        self._reading = True
         try:
             return await self._watchdog.wait(self.stream.receive_some(), deadline)
         except TimeoutError:
             return None
-        finally:
-            self._reading = False
 
     async def _flush(self) -> None:
         out = self.core.data_to_send()

@@ -18,6 +18,7 @@ from telemetry.timeline import Timeline
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+    from pathlib import Path
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -88,5 +89,18 @@ async def loopback_server(
     await server.start()
     try:
         yield RunningServer(server, observed)
+    finally:
+        await server.shutdown(timeout_s=5)
+
+
+@pytest.fixture
+async def tls_server(observed: Observed, tmp_path: Path) -> AsyncIterator[Server]:
+    """A server with its toy-TLS and real-TLS listeners too (ports 0), certificates in
+    `tmp_path / "certs"`."""
+    config = make_config(toy_tls_port=0, real_tls_port=0, certs_dir=tmp_path / "certs")
+    server = Server(config, observed.bus)
+    await server.start()
+    try:
+        yield server
     finally:
         await server.shutdown(timeout_s=5)

@@ -20,23 +20,12 @@ from tests.helpers import sample, wait_until
 from tests.integration.test_peers import running_uvicorn
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from tests.conftest import Observed
 
 pytestmark = [pytest.mark.integration, pytest.mark.peer]
 N = 3
-
-
-@pytest.fixture
-async def tls_server(observed: Observed, tmp_path: Path) -> AsyncIterator[Server]:
-    server = Server(make_config(real_tls_port=0, certs_dir=tmp_path / "certs"), observed.bus)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.shutdown(timeout_s=5)
 
 
 async def run(*argv: str, stdin: bytes = b"") -> tuple[int, str]:

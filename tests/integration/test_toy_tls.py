@@ -18,23 +18,12 @@ from tests.conftest import make_config
 from tests.helpers import sample, wait_until
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
     from pathlib import Path
 
     from tests.conftest import Observed
 
 pytestmark = pytest.mark.integration
 N = 3
-
-
-@pytest.fixture
-async def tls_server(observed: Observed, tmp_path: Path) -> AsyncIterator[Server]:
-    server = Server(make_config(toy_tls_port=0, certs_dir=tmp_path / "certs"), observed.bus)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.shutdown(timeout_s=5)
 
 
 def handshakes(observed: Observed, role: str, result: str = "completed") -> float:
