@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import ssl
 import time
 from dataclasses import replace
 from typing import TYPE_CHECKING, Final, Self
@@ -19,7 +18,7 @@ from urllib.parse import urlsplit
 from client.pool import ClientConnection, ConnState, Response
 from handshake_lab.errors import ProtocolError
 from handshake_lab.transport import TransportError, open_tcp_stream
-from handshake_tls.certs import DEFAULT_DIR, trusted_ca
+from handshake_tls.certs import real_tls_client_context, trusted_ca
 from handshake_tls.connection import ClientConnection as TLSClient
 from handshake_tls.stream import ToyTLSStream
 from handshake_tls.wire import KeyExchange
@@ -27,6 +26,7 @@ from telemetry.bus import Bus, Tracer
 from telemetry.events import Level, Name, Role
 
 if TYPE_CHECKING:
+    import ssl
     from collections.abc import Callable
     from pathlib import Path
     from types import TracebackType
@@ -226,13 +226,10 @@ class HTTPClient:
     def _ssl_context(self) -> ssl.SSLContext:
         """Real TLS trusting the lab CA (or --cafile); honours SSLKEYLOGFILE."""
         if self._ssl is None:
-            path = self.cafile or DEFAULT_DIR / "ca.pem"
             try:
-                self._ssl = ssl.create_default_context(cafile=str(path))
-            except (OSError, ssl.SSLError) as exc:
-                raise TransportError(
-                    "no_ca", f"cannot load the CA to trust, {path}: {exc}"
-                ) from None
+                self._ssl = real_tls_client_context(self.cafile)
+            except OSError as exc:
+                raise TransportError("no_ca", str(exc)) from None
         return self._ssl
 
     def _trusted_ca(self) -> x509.Certificate:

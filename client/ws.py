@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -35,7 +34,7 @@ from handshake_lab.ws_handshake import (
     encode_key,
 )
 from handshake_lab.ws_session import WebSocketSession
-from handshake_tls.certs import DEFAULT_DIR, trusted_ca
+from handshake_tls.certs import real_tls_client_context, trusted_ca
 from handshake_tls.connection import ClientConnection as TLSClient
 from handshake_tls.stream import ToyTLSStream
 from handshake_tls.wire import KeyExchange
@@ -43,6 +42,7 @@ from telemetry.bus import Bus, Tracer
 from telemetry.events import Level, Name, Role
 
 if TYPE_CHECKING:
+    import ssl
     from pathlib import Path
     from types import TracebackType
 
@@ -255,9 +255,9 @@ async def connect(
     context: ssl.SSLContext | None = None
     if target.real_tls:
         try:
-            context = ssl.create_default_context(cafile=str(cafile or DEFAULT_DIR / "ca.pem"))
-        except (OSError, ssl.SSLError) as exc:
-            raise TransportError("no_ca", f"cannot load the CA to trust: {exc}") from None
+            context = real_tls_client_context(cafile)
+        except OSError as exc:
+            raise TransportError("no_ca", str(exc)) from None
     tcp, timings = await open_tcp_stream(target.host, target.port, timeout_s=timeout_s, tls=context)
     tracer = tracer.bind(next(_conn_ids), tcp.local_address, tcp.remote_address)
     tracer.emit(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -116,6 +117,19 @@ def trusted_ca(cafile: Path | None) -> x509.Certificate:
             f"cannot read the CA to trust, {path}: {exc.strerror} "
             "(handshake-lab certs makes one; --cafile names another)",
         ) from None
+
+
+def real_tls_client_context(cafile: Path | None) -> ssl.SSLContext:
+    """Python's TLS for a client trusting `cafile`, or the lab CA; honours SSLKEYLOGFILE.
+
+    Raises:
+        OSError: the CA cannot be read or is not a certificate (ssl.SSLError is an OSError).
+    """
+    path = cafile or (DEFAULT_DIR / "ca.pem")
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot load the CA to trust, {path}: {exc}") from None
 
 
 def _write(path: Path, data: bytes, *, secret: bool = False) -> None:
