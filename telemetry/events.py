@@ -1,4 +1,4 @@
-"""The one event vocabulary shared by server, client, WebSocket and (later) TLS, kernel, wire.
+"""The one event vocabulary shared by server, client, WebSocket, TLS, kernel sampler and wire.
 
 Theory of operation: every step of a connection is one `Event`. Its `name` follows
 `<layer>.<thing>.<past verb>` (timed phases end in `.started/.completed/.failed`), so the
@@ -76,6 +76,16 @@ class Name(StrEnum):
     TLS_HANDSHAKE_FAILED = "tls.handshake.failed"
     TLS_ALERT_SENT = "tls.alert.sent"
     TLS_ALERT_RECEIVED = "tls.alert.received"
+    # The kernel's view (telemetry/sockstates.py, sampled with `ss`): one event per change of
+    # a socket's state between two samples, role = the side that owns the socket; `from`
+    # and `to` are node_exporter's state names ("syn_sent", "time_wait", ...; "closed"
+    # when the socket is new or gone).
+    KERNEL_STATE_CHANGED = "kernel.state.changed"
+    KERNEL_SAMPLER_UNAVAILABLE = "kernel.sampler.unavailable"  # no ss: said once, runs on
+    # The lab's wire (netlab/): every IPv4/TCP segment it forwarded or dropped, role = the
+    # side that sent it; flags, seq/ack (absolute and relative to the ISN), length, window.
+    WIRE_SEGMENT_FORWARDED = "wire.segment.forwarded"
+    WIRE_SEGMENT_DROPPED = "wire.segment.dropped"
     # Lifecycle of the server process.
     SHUTDOWN_STARTED = "app.shutdown.started"
     SHUTDOWN_COMPLETED = "app.shutdown.completed"
