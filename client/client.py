@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from client.pool import ClientConnection, ConnState, Response
 from handshake_lab.errors import ProtocolError
-from handshake_lab.transport import TransportError, open_tcp_stream
+from handshake_lab.transport import SocketFactory, TransportError, open_tcp_stream
 from handshake_tls.certs import real_tls_client_context, trusted_ca
 from handshake_tls.connection import ClientConnection as TLSClient
 from handshake_tls.stream import ToyTLSStream
@@ -76,6 +76,7 @@ class HTTPClient:
         key_exchange: KeyExchange = KeyExchange.ECDHE,
         tls_keylog: Callable[[str], None] | None = None,
         tls_record: Callable[[int], Callable[[str, bytes], None]] | None = None,
+        make_socket: SocketFactory | None = None,
     ) -> None:
         if http_version not in ("1.0", "1.1"):
             raise ValueError(f"http_version must be '1.0' or '1.1', not {http_version!r}")
@@ -90,6 +91,7 @@ class HTTPClient:
         self.connections_opened = 0
         self.cafile = cafile  # the CA that toytls:// servers must be signed by
         self.key_exchange = key_exchange
+        self.make_socket = make_socket  # the lab network's: a socket in the client's namespace
         self._ca: x509.Certificate | None = None
         self._ssl: ssl.SSLContext | None = None
         self.tls_keylog = tls_keylog  # gets a key-log line per toy-TLS connection
@@ -179,7 +181,9 @@ class HTTPClient:
         scheme, host, port = origin
         try:
             tls = self._ssl_context() if scheme == "https" else None
-            stream, timings = await open_tcp_stream(host, port, timeout_s=self.timeout_s, tls=tls)
+            stream, timings = await open_tcp_stream(
+                host, port, timeout_s=self.timeout_s, tls=tls, make_socket=self.make_socket
+            )
         except TransportError as error:
             self.tracer.emit(
                 Name.CONNECT_FAILED,

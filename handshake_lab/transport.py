@@ -13,6 +13,7 @@ import errno
 import socket
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from telemetry.bus import Tracer
+
+SocketFactory = Callable[[int], socket.socket]  # address family -> a new, unconnected socket
 
 READ_SIZE: Final = 65536
 
@@ -204,6 +207,29 @@ class TLSStream(TCPStream):
         )
 
 
+async def _connect(
+    family: int,
+    proto: int,
+    address: tuple[str, int],
+    host: str,
+    tls: ssl.SSLContext | None,
+    make_socket: SocketFactory | None,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    server_hostname = host if tls is not None else None
+    if make_socket is None:
+        return await asyncio.open_connection(
+            *address, family=family, proto=proto, ssl=tls, server_hostname=server_hostname
+        )
+    sock = make_socket(family)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, address)
+        return await asyncio.open_connection(sock=sock, ssl=tls, server_hostname=server_hostname)
+    except BaseException:
+        sock.close()
+        raise
+
+
 def _literal_address(host: str, port: int) -> list[tuple[int, int, int, str, tuple[str, int]]]:
     for family in (socket.AF_INET, socket.AF_INET6):
         try:
@@ -222,9 +248,17 @@ class ConnectTimings:
 
 
 async def open_tcp_stream(
-    host: str, port: int, *, timeout_s: float = 10.0, tls: ssl.SSLContext | None = None
+    host: str,
+    port: int,
+    *,
+    timeout_s: float = 10.0,
+    tls: ssl.SSLContext | None = None,
+    make_socket: SocketFactory | None = None,
 ) -> tuple[TCPStream, ConnectTimings]:
     """Look the name up, then connect, timing both steps apart (as `curl -w` does).
+
+    `make_socket` makes the socket to connect with (the lab network makes it inside the
+    client's network namespace); by default asyncio makes one.
 
     Raises:
         TransportError: the lookup or the connect failed or timed out.
@@ -242,13 +276,8 @@ async def open_tcp_stream(
             for family, _type, proto, _name, sockaddr in infos:
                 address, address_port = str(sockaddr[0]), int(sockaddr[1])
                 try:
-                    reader, writer = await asyncio.open_connection(
-                        address,
-                        address_port,
-                        family=family,
-                        proto=proto,
-                        ssl=tls,
-                        server_hostname=host if tls is not None else None,
+                    reader, writer = await _connect(
+                        family, proto, (address, address_port), host, tls, make_socket
                     )
                 except OSError as exc:
                     last_error = exc

@@ -30,6 +30,7 @@ from telemetry.bus import Bus, Tracer
 from telemetry.events import Name, Role
 
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Awaitable, Callable
     from pathlib import Path
     from types import TracebackType
@@ -42,9 +43,15 @@ class Server:
     """The lab's HTTP server. Use `async with Server(config, bus) as server:`."""
 
     def __init__(
-        self, config: ServerConfig, bus: Bus | None = None, app: App | None = None
+        self,
+        config: ServerConfig,
+        bus: Bus | None = None,
+        app: App | None = None,
+        listen_socket: socket.socket | None = None,
     ) -> None:
         self.config = config
+        # The lab network hands us a socket made in the server's namespace, bound there.
+        self._listen_socket = listen_socket
         self.bus = bus or Bus()
         self.app = app or App(config)
         self.tracer = Tracer(self.bus, Role.SERVER)
@@ -60,7 +67,9 @@ class Server:
 
     async def start(self) -> None:
         config = self.config
-        self._listener = await self._listen(config.port, self._on_connection, "tcp")
+        self._listener = await self._listen(
+            config.port, self._on_connection, "tcp", sock=self._listen_socket
+        )
         self.port = self._listener.sockets[0].getsockname()[1]
         if config.toy_tls_port is not None:
             self.tls_identities = load_identities(config.certs_dir)
@@ -85,20 +94,25 @@ class Server:
         accept: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
         transport: str,
         tls: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
     ) -> asyncio.Server:
-        listener = await asyncio.start_server(
-            accept,
-            self.config.host,
-            port,
-            backlog=self.config.backlog,
-            reuse_address=True,
-            ssl=tls,
-            ssl_handshake_timeout=self.config.limits.header_timeout_s if tls else None,
-        )
+        if sock is not None:
+            listener = await asyncio.start_server(accept, sock=sock, backlog=self.config.backlog)
+        else:
+            listener = await asyncio.start_server(
+                accept,
+                self.config.host,
+                port,
+                backlog=self.config.backlog,
+                reuse_address=True,
+                ssl=tls,
+                ssl_handshake_timeout=self.config.limits.header_timeout_s if tls else None,
+            )
+        host, bound_port = listener.sockets[0].getsockname()[:2]
         self.tracer.emit(
             Name.LISTENER_STARTED,
-            host=self.config.host,
-            port=listener.sockets[0].getsockname()[1],
+            host=host,
+            port=bound_port,
             backlog=self.config.backlog,
             transport=transport,
         )
