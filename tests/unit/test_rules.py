@@ -119,9 +119,11 @@ def test_open_range_and_star() -> None:
 def test_each_rule_counts_on_its_own_and_the_first_dropping_rule_is_named() -> None:
     rules = DropRules(["client:any:2", "client:ack:1"])
     first = rules.check(Role.CLIENT, ACK)  # any #1 (kept by it), ack #1 (dropped)
-    assert first is not None and str(first) == "client:ack:1"
+    assert first is not None
+    assert str(first) == "client:ack:1"
     second = rules.check(Role.CLIENT, ACK)  # any #2: dropped; ack #2: kept
-    assert second is not None and str(second) == "client:any:2"
+    assert second is not None
+    assert str(second) == "client:any:2"
     assert rules.check(Role.CLIENT, ACK) is None
     assert rules.counts == [3, 3]
 
@@ -133,5 +135,6 @@ def test_rules_given_as_objects_and_their_canonical_text() -> None:
     assert str(DropRule(Role.CLIENT, "ack", 2, 4)) == "client:ack:2-4"
     assert str(DropRule(Role.CLIENT, "ack")) == "client:ack:1"
     rules = DropRules([rule, "client:ack"])
-    assert bool(rules) and not DropRules()
+    assert bool(rules)
+    assert not DropRules()
     assert [str(r) for r in rules.rules] == ["server:syn-ack:2-", "client:ack"]

@@ -58,11 +58,14 @@ def test_http10_capture_decodes_as_tshark_shows_it() -> None:
     assert syn_ack.ack_number == (syn.seq + 1) % 2**32  # L1: ack = x + 1
     assert ack.ack_number == (syn_ack.seq + 1) % 2**32  # ack = y + 1
     assert (syn.mss, syn.wscale, syn.sack_permitted) == (1460, 10, True)
-    assert syn.timestamps is not None and syn.timestamps[1] == 0
+    assert syn.timestamps is not None
+    assert syn.timestamps[1] == 0
     assert [len(s.payload) for s in segs] == [0, 0, 0, 35, 0, 60, 0, 0, 0, 0]
     assert payload_preview(segs[3].payload) == "GET / HTTP/1.0"
     assert payload_preview(segs[5].payload) == "HTTP/1.1 200 OK"
-    assert segs[2].is_pure_ack and not segs[3].is_pure_ack and not segs[6].is_pure_ack
+    assert segs[2].is_pure_ack
+    assert not segs[3].is_pure_ack
+    assert not segs[6].is_pure_ack
 
 
 def test_kernel_checksums_verify() -> None:
@@ -230,7 +233,8 @@ def test_non_tcp_and_fragments_have_no_segment() -> None:
 def test_trailing_bytes_beyond_total_length_are_ignored() -> None:
     packet = syn_packet("10.77.0.1", 1, "10.77.0.2", 2, 0)
     segment = decode_segment(packet + b"\0" * 6)  # link padding
-    assert segment is not None and segment.payload == b""
+    assert segment is not None
+    assert segment.payload == b""
 
 
 @pytest.mark.parametrize(
@@ -278,4 +282,5 @@ def test_options_walk_stops_at_garbage() -> None:
     packet = bytearray(syn_packet("10.77.0.1", 1, "10.77.0.2", 2, 0))
     packet[20 + 20 : 20 + 24] = bytes([1, 3, 9, 0])  # NOP, then a wscale claiming 9 bytes
     segment = decode_segment(bytes(packet))
-    assert segment is not None and (segment.mss, segment.wscale) == (None, None)
+    assert segment is not None
+    assert (segment.mss, segment.wscale) == (None, None)
