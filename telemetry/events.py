@@ -82,6 +82,9 @@ class Name(StrEnum):
     # when the socket is new or gone).
     KERNEL_STATE_CHANGED = "kernel.state.changed"
     KERNEL_SAMPLER_UNAVAILABLE = "kernel.sampler.unavailable"  # no ss: said once, runs on
+    # One per sample (debug): sockets by role and state, listen queues, what it cost; the
+    # kernel gauges in telemetry/metrics.py are set from it.
+    KERNEL_SAMPLE_TAKEN = "kernel.sample.taken"
     # The lab's wire (netlab/): every IPv4/TCP segment it forwarded or dropped, role = the
     # side that sent it; flags, seq/ack (absolute and relative to the ISN), length, window.
     WIRE_SEGMENT_FORWARDED = "wire.segment.forwarded"
