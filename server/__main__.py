@@ -158,6 +158,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help=f"the lab's certificates, made there when missing (default: {DEFAULT_DIR})",
     )
+    kernel = parser.add_argument_group("kernel socket states (ss, iproute2)")
+    kernel.add_argument(
+        "--ss-interval",
+        type=float,
+        default=0.1,
+        metavar="SECONDS",
+        help="sample the kernel's sockets on the listening ports with ss every SECONDS "
+        "(kernel.state.changed events, handshake_lab_tcp_sockets); 0 turns it off "
+        "(default: %(default)s)",
+    )
+    kernel.add_argument(
+        "--ss-budget",
+        type=float,
+        default=DEFAULTS.ss_cpu_budget,
+        metavar="FRACTION",
+        help="the share of one core sampling may take: a slow sample (many sockets) "
+        "stretches the interval (default: %(default)s)",
+    )
     add_telemetry_arguments(parser, metrics_port=9464)
 
 
@@ -188,10 +206,18 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         toy_tls_port=None if args.no_toy_tls else args.toy_tls_port,
         real_tls_port=None if args.no_real_tls else args.real_tls_port,
         certs_dir=args.certs_dir,
+        ss_interval_s=args.ss_interval,
+        ss_cpu_budget=args.ss_budget,
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.ss_interval < 0 or not 0 < args.ss_budget <= 1:
+        print(
+            "handshake-lab server: --ss-interval must be >= 0 and --ss-budget in (0, 1]",
+            file=sys.stderr,
+        )
+        return 2
     config = config_from_args(args)
     try:
         telemetry = Telemetry.from_args(args)

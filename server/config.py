@@ -48,5 +48,11 @@ class ServerConfig:
     certs_dir: Path | None = None
     # The real-TLS listener (Python's ssl, TLS 1.2 and 1.3, the lab's RSA certificate).
     real_tls_port: int | None = None
+    # The kernel socket-state sampler (telemetry/sockstates.py): `ss` every ss_interval_s
+    # over the listening ports, stretched to stay within ss_cpu_budget of a core. 0: off,
+    # the default here so that servers made through the API (tests, benchmarks) sample
+    # only when asked; the command line's default is 0.1 s.
+    ss_interval_s: float = 0.0
+    ss_cpu_budget: float = 0.02
     max_delay_ms: int = 10_000
     max_bytes: int = 16 * 1024 * 1024

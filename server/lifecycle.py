@@ -28,6 +28,7 @@ from server.app import App
 from server.connection import ConnectionHandler
 from telemetry.bus import Bus, Tracer
 from telemetry.events import Name, Role
+from telemetry.sockstates import SocketSampler
 
 if TYPE_CHECKING:
     import socket
@@ -64,6 +65,7 @@ class Server:
         self.toy_tls_port: int | None = None
         self.real_tls_port: int | None = None
         self.tls_identities: dict[str, ServerIdentity] = {}
+        self.sampler: SocketSampler | None = None  # the kernel's view (ss), when asked for
 
     async def start(self) -> None:
         config = self.config
@@ -87,6 +89,12 @@ class Server:
             )
             self._extra_listeners.append(listener)
             self.real_tls_port = listener.sockets[0].getsockname()[1]
+        if config.ss_interval_s > 0:
+            ports = [p for p in (self.port, self.toy_tls_port, self.real_tls_port) if p]
+            self.sampler = SocketSampler(
+                self.bus, ports, interval_s=config.ss_interval_s, cpu_budget=config.ss_cpu_budget
+            )
+            self.sampler.start()
 
     async def _listen(
         self,
@@ -191,6 +199,9 @@ class Server:
             await asyncio.gather(*pending, return_exceptions=True)
         await self._listener.wait_closed()
         self._listener = None
+        if self.sampler is not None:
+            await self.sampler.stop()
+            self.sampler = None
         for listener in self._extra_listeners:
             await listener.wait_closed()
         self._extra_listeners.clear()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from telemetry.events import KNOWN_METHODS, Name
 from telemetry.instruments import CounterVec, GaugeVec, HistogramVec, InstrumentCollector
+from telemetry.sockstates import TCP_STATES
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -195,6 +196,41 @@ class Metrics:
             "TLS alerts sent and received, by alert.",
             ["role", "direction", "alert"],
         )
+        # The kernel's view (telemetry/sockstates.py, from `ss`), set by kernel.sample.taken.
+        self.tcp_sockets = GaugeVec(
+            f"{PREFIX}_tcp_sockets",
+            "TCP sockets on the lab's ports by the side owning them and state (node_exporter's "
+            "state names, as in node_tcp_connection_states), as ss saw them last.",
+            ["role", "state"],
+        )
+        self.tcp_state_changes = CounterVec(
+            f"{PREFIX}_tcp_state_changes_total",
+            "Socket state changes between two ss samples (closed: new or gone).",
+            ["role", "from", "to"],
+        )
+        self.listen_queue = GaugeVec(
+            f"{PREFIX}_tcp_listen_queue_length",
+            "Connections completed and waiting for accept() on a listening port (ss Recv-Q).",
+            ["port"],
+        )
+        self.listen_queue_limit = GaugeVec(
+            f"{PREFIX}_tcp_listen_queue_limit",
+            "The accept queue's limit on a listening port (the listen() backlog, ss Send-Q).",
+            ["port"],
+        )
+        self.ss_interval = GaugeVec(
+            f"{PREFIX}_ss_sample_interval_seconds",
+            "The time between the last two ss samples (longer than asked when a sample is "
+            "slow: the sampler keeps to its CPU budget).",
+            ["role"],
+        )
+        self.ss_duration = HistogramVec(
+            f"{PREFIX}_ss_sample_duration_seconds",
+            "What one ss sample cost: running ss, parsing, diffing, emitting (wall time). "
+            "_sum / elapsed time is the share of a core spent sampling.",
+            ["role"],
+            DURATION_BUCKETS_S,
+        )
         registry.register(
             InstrumentCollector(
                 [
@@ -222,6 +258,12 @@ class Metrics:
                     self.tls_handshake_duration,
                     self.tls_step_duration,
                     self.tls_alerts,
+                    self.tcp_sockets,
+                    self.tcp_state_changes,
+                    self.listen_queue,
+                    self.listen_queue_limit,
+                    self.ss_interval,
+                    self.ss_duration,
                 ]
             )
         )
@@ -253,8 +295,30 @@ class Metrics:
             self._observe_ws(name, role, attrs)
         elif name in TLS_EVENTS:
             self._observe_tls(name, role, attrs)
+        elif name is Name.KERNEL_STATE_CHANGED:
+            self.tcp_state_changes.inc((role, attrs["from"], attrs["to"]))
+        elif name is Name.KERNEL_SAMPLE_TAKEN:
+            self._observe_sample(role, attrs)
         elif name in ERROR_EVENTS:
             self.errors.inc((role, attrs["kind"]))
+
+    def _observe_sample(self, role: str, attrs: dict[str, Any]) -> None:
+        sockets = self.tcp_sockets.values
+        for sampled_role, by_state in attrs["sockets"].items():
+            for state in TCP_STATES:  # every state has a series, zero when no socket is in it
+                sockets[(sampled_role, state)] = float(by_state.get(state, 0))
+        queues = attrs["listen_queues"]
+        for gauge, key in ((self.listen_queue, "current"), (self.listen_queue_limit, "limit")):
+            # A port whose listener is gone loses its series (a sampler that watches the
+            # client side only reports no listeners and touches none).
+            if "server" in attrs["sockets"]:
+                for labels in [labels for labels in gauge.values if labels[0] not in queues]:
+                    del gauge.values[labels]
+            for port, queue in queues.items():
+                gauge.values[(port,)] = float(queue[key])
+        if attrs["interval_s"] is not None:
+            self.ss_interval.values[(role,)] = attrs["interval_s"]
+        self.ss_duration.observe((role,), attrs["duration_s"])
 
     def _observe_tls(self, name: Name, role: str, attrs: dict[str, Any]) -> None:
         if name is Name.TLS_HANDSHAKE_COMPLETED:

@@ -86,7 +86,7 @@ THREAD_PARSE_BYTES: Final = 64 * 1024
 EMIT_SLICE: Final = 500
 SS_TIMEOUT_S: Final = 10.0
 
-_RTT = re.compile(r"\brtt:([0-9.]+)/")
+_RTT = re.compile(r"\brtt:(\d+(?:\.\d+)?)/")
 _CWND = re.compile(r"\bcwnd:(\d+)")
 _RETRANS = re.compile(r"\bretrans:\d+/(\d+)")
 _TIME = re.compile(r"(?:(\d+)min)?(?:(\d+)(?:sec|\.))?(?:(\d+)ms)?")
