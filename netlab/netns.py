@@ -24,6 +24,7 @@ is quick and works even while the event loop is being torn down.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -44,6 +45,7 @@ __all__ = [
     "NS_DIR",
     "PREFIX",
     "NetnsError",
+    "communicate",
     "create_namespace",
     "delete_namespace",
     "in_namespace",
@@ -141,11 +143,23 @@ async def ip(*args: str) -> str:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await proc.communicate()
+    out, err = await communicate(proc)
     if proc.returncode != 0:
         command = " ".join(("ip", *args))
         raise NetnsError(f"`{command}` failed: {err.decode(errors='replace').strip()}")
     return out.decode(errors="replace")
+
+
+async def communicate(proc: asyncio.subprocess.Process) -> tuple[bytes, bytes]:
+    """`proc.communicate()`, but a cancelled caller does not leave the child running: an
+    `ip netns add` finishing after our cleanup would leave a namespace behind."""
+    try:
+        return await proc.communicate()
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
 
 
 async def create_namespace(name: str) -> None:

@@ -241,7 +241,7 @@ class LabNetwork:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await proc.communicate()
+        out, err = await netns.communicate(proc)  # kills the command if we are cancelled
         if proc.returncode != 0:
             raise LabCommandError(
                 f"{' '.join(argv)} in {side} namespace exited {proc.returncode}: "

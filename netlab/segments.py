@@ -179,13 +179,18 @@ def decode_packet(packet: bytes) -> IPv4Packet:
     frag = struct.unpack_from("!H", packet, 6)[0]
     is_fragment = bool(frag & 0x2000) or (frag & 0x1FFF) != 0  # MF set, or an offset
     ttl, protocol = packet[8], packet[9]
-    src = str(ipaddress.IPv4Address(packet[12:16]))
-    dst = str(ipaddress.IPv4Address(packet[16:20]))
+    src = _dotted(packet[12:16])
+    dst = _dotted(packet[16:20])
     body = packet[ihl:total_length]
     segment = None
     if protocol == PROTO_TCP and not is_fragment:
         segment = _decode_tcp(src, dst, body)
     return IPv4Packet(src, dst, protocol, ttl, packet[:ihl], body, is_fragment, segment)
+
+
+def _dotted(address: bytes) -> str:
+    # Several times faster than str(ipaddress.IPv4Address(...)); runs for every packet.
+    return f"{address[0]}.{address[1]}.{address[2]}.{address[3]}"
 
 
 def decode_segment(packet: bytes) -> Segment | None:
