@@ -8,12 +8,15 @@ crashed or SIGKILLed lab), and never touches a living process's namespaces. Two 
 clash: the PID and a per-process counter make the names unique, and since every lab has
 namespaces of its own, all of them may use the same addresses inside.
 
-Python 3.11 has no `os.setns`, so `in_namespace` calls libc's setns(2) through ctypes on a
-fresh thread: setns moves only the calling thread, and the thread ends when the function
-returns, so no other code ever runs in the wrong namespace (pool threads are never used
-for this). What a function makes there keeps its namespace for good: a socket created in
-the client namespace connects from it even when the main thread's event loop drives it, and
-a TUN device created there lives there.
+Python 3.11 has no `os.setns`, so libc's setns(2) is called through ctypes, and only on
+threads of our own: setns moves only the calling thread, so no other code ever runs in the
+wrong namespace (pool threads are never used for this). `in_namespace` does one call on a
+fresh thread that ends with it; a `NamespaceThread` stays in its namespace and serves calls
+until closed, because starting a thread costs ~0.3 ms here and a socket per HTTP/1.0
+request must not add that to the connect time the lab measures (a call costs ~30 µs).
+What a function makes there keeps its namespace for good: a socket created in the client
+namespace connects from it even when the main thread's event loop drives it, and a TUN
+device created there lives there.
 
 TUN devices are not persistent: a device exists while its file descriptor is open, so
 closing the fds (or the process dying) removes them. Deleting a namespace is what
@@ -31,12 +34,14 @@ import errno
 import fcntl
 import itertools
 import os
+import queue
 import re
 import shutil
 import struct
 import threading
+from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "NS_DIR",
     "PREFIX",
+    "NamespaceThread",
     "NetnsError",
     "communicate",
     "create_namespace",
@@ -52,6 +58,7 @@ __all__ = [
     "ip",
     "lab_unavailable_reason",
     "list_namespaces",
+    "make_tun",
     "new_namespace_names",
     "open_tun",
     "sweep_stale",
@@ -95,43 +102,92 @@ def new_namespace_names() -> tuple[str, str]:
     return f"{PREFIX}{os.getpid()}-{n}-c", f"{PREFIX}{os.getpid()}-{n}-s"
 
 
+def _enter(ns: str) -> None:
+    """Move the calling thread into network namespace `ns`."""
+    with open(NS_DIR / ns, "rb") as handle:
+        if _libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise NetnsError(f"setns into {ns}: {os.strerror(code)}")
+
+
 def in_namespace(ns: str, fn: Callable[[], T]) -> T:
     """Call `fn` on a short-lived thread that has entered network namespace `ns`."""
-    result: list[T] = []
-    failure: list[BaseException] = []
+    result: Future[T] = Future()
 
     def enter_and_call() -> None:
         try:
-            with open(NS_DIR / ns, "rb") as handle:
-                if _libc.setns(handle.fileno(), CLONE_NEWNET) != 0:
-                    code = ctypes.get_errno()
-                    raise NetnsError(f"setns into {ns}: {os.strerror(code)}")
-            result.append(fn())
-        except BaseException as exc:  # handed to the caller's thread below
-            failure.append(exc)
+            _enter(ns)
+            result.set_result(fn())
+        except BaseException as exc:  # handed to the caller's thread
+            result.set_exception(exc)
 
     thread = threading.Thread(target=enter_and_call, name=f"netns-{ns}")
     thread.start()
     thread.join()
-    if failure:
-        raise failure[0]
-    return result[0]
+    return result.result()
+
+
+class NamespaceThread:
+    """A thread that lives in network namespace `ns` and runs the functions given to `call`.
+
+    A daemon thread, so a process that never closes it can still exit; while it lives it
+    keeps the namespace alive (the kernel frees it after `close`)."""
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+        self._queue: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        entered: Future[None] = Future()
+        self._thread = threading.Thread(
+            target=self._serve, args=(entered,), name=f"netns-{ns}", daemon=True
+        )
+        self._thread.start()
+        entered.result()  # raises if setns failed (and the thread has ended)
+
+    def _serve(self, entered: Future[None]) -> None:
+        try:
+            _enter(self.ns)
+        except BaseException as exc:
+            entered.set_exception(exc)
+            return
+        entered.set_result(None)
+        while (item := self._queue.get()) is not None:
+            result, fn = item
+            try:
+                result.set_result(fn())
+            except BaseException as exc:  # handed to the caller's thread
+                result.set_exception(exc)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        if not self._thread.is_alive():
+            raise NetnsError(f"the thread for namespace {self.ns} has been closed")
+        result: Future[T] = Future()
+        self._queue.put((result, fn))
+        return result.result()
+
+    def close(self) -> None:
+        """End the thread (after the calls already queued). Safe to call twice."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join(timeout=5)
 
 
 def open_tun(ns: str, name: str) -> int:
     """Create TUN device `name` inside `ns` (no packet-info header) and return its
     non-blocking fd; the device lives as long as the fd."""
+    return in_namespace(ns, lambda: make_tun(name))
 
-    def make() -> int:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
 
-    return in_namespace(ns, make)
+def make_tun(name: str) -> int:
+    """Create TUN device `name` in the calling thread's namespace; its non-blocking fd."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), IFF_TUN | IFF_NO_PI))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 async def ip(*args: str) -> str:

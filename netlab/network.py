@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import os
 import re
 import socket
@@ -107,6 +108,7 @@ class LabNetwork:
         self.server_ip = SERVER_IP
         self.device = DEVICE
         self._fds: dict[Role, int] = {}
+        self._threads: dict[Role, netns.NamespaceThread] = {}
         self._pcap_file: BinaryIO | None = None
         self._wire: Wire | None = None
 
@@ -140,9 +142,10 @@ class LabNetwork:
         ):
             _live_namespaces.add(ns)
             await netns.create_namespace(ns)
-            self._fds[side] = netns.open_tun(ns, self.device)
+            thread = self._threads[side] = netns.NamespaceThread(ns)
+            self._fds[side] = thread.call(functools.partial(netns.make_tun, self.device))
             # IPv6 off before the link comes up, so no router solicitation is ever sent.
-            self._write_sysctl(ns, f"net.ipv6.conf.{self.device}.disable_ipv6", "1")
+            self._write_sysctl(side, f"net.ipv6.conf.{self.device}.disable_ipv6", "1")
             await netns.ip("-n", ns, "addr", "add", f"{address}/{PREFIX_LEN}", "dev", self.device)
             await netns.ip("-n", ns, "link", "set", self.device, "up")
             await netns.ip("-n", ns, "link", "set", "lo", "up")
@@ -171,6 +174,9 @@ class LabNetwork:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._fds.clear()
+        for thread in self._threads.values():
+            thread.close()  # it holds its namespace alive while it runs
+        self._threads.clear()
         if self._pcap_file is not None:
             self._pcap_file.close()
             self._pcap_file = None
@@ -204,7 +210,7 @@ class LabNetwork:
     def socket(self, side: Role, family: int = AF_INET, type: int = SOCK_STREAM) -> Socket:
         """A new socket that belongs to `side`'s namespace for good."""
         self._require_running()
-        return netns.in_namespace(self.namespace(side), lambda: Socket(family, type))
+        return self._threads[side].call(lambda: Socket(family, type))
 
     def make_client_socket(self, family: int) -> Socket:
         """A `SocketFactory` for `open_tcp_stream` / `HTTPClient(make_socket=...)`."""
@@ -252,19 +258,18 @@ class LabNetwork:
     async def sysctl(self, side: Role, key: str, value: str) -> None:
         """Set a per-namespace sysctl, e.g. `net.ipv4.tcp_syncookies` = `"0"`."""
         self._require_running()
-        self._write_sysctl(self.namespace(side), key, value)
+        self._write_sysctl(side, key, value)
 
     def read_sysctl(self, side: Role, key: str) -> str:
         self._require_running()
         path = _sysctl_path(key)
-        return netns.in_namespace(self.namespace(side), path.read_text).strip()
+        return self._threads[side].call(path.read_text).strip()
 
-    @staticmethod
-    def _write_sysctl(ns: str, key: str, value: str) -> None:
-        # /proc/sys/net is resolved per thread's namespace, so a write from a thread in
-        # `ns` sets ns's value; no subprocess needed.
+    def _write_sysctl(self, side: Role, key: str, value: str) -> None:
+        # /proc/sys/net is resolved per thread's namespace, so a write from the thread in
+        # side's namespace sets that namespace's value; no subprocess needed.
         path = _sysctl_path(key)
-        netns.in_namespace(ns, lambda: path.write_text(f"{value}\n"))
+        self._threads[side].call(lambda: path.write_text(f"{value}\n"))
 
     def _require_running(self) -> None:
         if not self._fds:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -128,6 +129,8 @@ def assert_gone(names: tuple[str, str]) -> None:
     for name in names:
         assert name not in listed
         assert not (netns.NS_DIR / name).exists()
+    # and no thread of ours still sits in (and so keeps alive) a deleted namespace
+    assert not [t for t in threading.enumerate() if t.name.startswith("netns-hlab-")]
 
 
 # -- the handshake, seen on the wire ------------------------------------------------------
