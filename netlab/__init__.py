@@ -19,6 +19,7 @@ from netlab.segments import (
     decode_packet,
     decode_segment,
     syn_packet,
+    tcp_packet,
 )
 from netlab.wire import Wire
 
@@ -42,4 +43,5 @@ __all__ = [
     "lab_unavailable_reason",
     "read_pcap",
     "syn_packet",
+    "tcp_packet",
 ]

@@ -89,6 +89,8 @@ def lab_unavailable_reason() -> str | None:
             "the lab network needs root: it makes network namespaces and TUN devices "
             "(run as root, e.g. with sudo)"
         )
+    if not os.path.exists("/proc/self/ns/net"):
+        return "the lab network needs a kernel with network namespaces (CONFIG_NET_NS)"
     if not os.path.exists("/dev/net/tun"):
         return "the lab network needs /dev/net/tun (the kernel's TUN driver), which is missing"
     if shutil.which("ip") is None:

@@ -11,8 +11,9 @@ each direction's initial sequence number (ISN), and whether the sender has sent 
 of its sequence space before (a retransmission). A new SYN with a new ISN on a 4-tuple seen
 before starts a new connection there, so relative numbers restart at 0.
 
-`syn_packet` builds a valid IPv4/TCP SYN (checksums included), for scenarios that inject
-segments from addresses no socket owns (a SYN flood inside the lab).
+`syn_packet` (and `tcp_packet` for any flags and payload) builds a valid IPv4/TCP packet,
+checksums included, for scenarios that inject segments from addresses no socket owns (a
+SYN flood inside the lab) and for tests.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "payload_preview",
     "syn_packet",
     "tcp_checksum",
+    "tcp_packet",
 ]
 
 PROTO_TCP: Final = 6
@@ -329,33 +331,36 @@ class FlowTracker:
         return direction.isn if direction else None
 
 
-def syn_packet(
+def tcp_packet(
     src: str,
     sport: int,
     dst: str,
     dport: int,
     seq: int,
     *,
+    ack: int = 0,
+    flags: int = TCPFlags.ACK,
+    payload: bytes = b"",
     window: int = 64240,
-    mss: int = 1460,
+    options: bytes = b"",
     ttl: int = 64,
     ident: int = 0,
 ) -> bytes:
-    """A valid IPv4/TCP SYN (with an MSS option), checksums filled in."""
-    options = struct.pack("!BBH", 2, 4, mss)
+    """A valid IPv4/TCP packet, checksums filled in (`options` padded to 4 bytes)."""
+    options += b"\0" * (-len(options) % 4)
     tcp = struct.pack(
         "!HHIIBBHHH",
         sport,
         dport,
         seq % _SEQ_SPACE,
-        0,
+        ack % _SEQ_SPACE,
         (20 + len(options)) // 4 << 4,
-        TCPFlags.SYN,
+        flags,
         window,
         0,
         0,
     )
-    tcp += options
+    tcp += options + payload
     checksum = tcp_checksum(src, dst, tcp)
     tcp = tcp[:16] + struct.pack("!H", checksum) + tcp[18:]
     header = struct.pack(
@@ -373,3 +378,30 @@ def syn_packet(
     )
     header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
     return header + tcp
+
+
+def syn_packet(
+    src: str,
+    sport: int,
+    dst: str,
+    dport: int,
+    seq: int,
+    *,
+    window: int = 64240,
+    mss: int = 1460,
+    ttl: int = 64,
+    ident: int = 0,
+) -> bytes:
+    """A valid IPv4/TCP SYN (with an MSS option), checksums filled in."""
+    return tcp_packet(
+        src,
+        sport,
+        dst,
+        dport,
+        seq,
+        flags=TCPFlags.SYN,
+        window=window,
+        options=struct.pack("!BBH", 2, 4, mss),
+        ttl=ttl,
+        ident=ident,
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import os
 import random
 import signal
@@ -16,8 +17,9 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
@@ -25,27 +27,36 @@ from handshake_lab.transport import open_tcp_stream
 from handshake_tls.certs import make_lab_certificates
 from netlab import netns
 from netlab.network import LabCommandError, LabNetwork, LabUnavailable
-from netlab.segments import flag_names, syn_packet
+from netlab.pcap import PcapWriter, read_pcap
+from netlab.segments import decode_packet, flag_names, syn_packet, tcp_packet
+from netlab.wire import Wire
 from telemetry.bus import Bus
 from telemetry.events import Event, Name, Role
 from tests.conftest import IN_CI, require_tool
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator, Callable, Iterator
 
-pytestmark = [pytest.mark.integration, pytest.mark.netlab]
+T = TypeVar("T")
+
+pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 8080
 
 
-@pytest.fixture(autouse=True)
-def _lab_possible() -> None:
+@pytest.fixture
+def lab_possible() -> None:
     reason = netns.lab_unavailable_reason()
     if reason is not None:
         if IN_CI:
             pytest.fail(f"in CI the lab network must run: {reason}")
         pytest.skip(reason)
+
+
+def needs_root(test: T) -> T:
+    """A test of the real lab network: marked `netlab`, skipped (failed in CI) without it."""
+    return pytest.mark.netlab(pytest.mark.usefixtures("lab_possible")(test))  # type: ignore[return-value]
 
 
 class Watch:
@@ -138,6 +149,7 @@ def assert_gone(names: tuple[str, str]) -> None:
 # -- the handshake, seen on the wire ------------------------------------------------------
 
 
+@needs_root
 async def test_connect_takes_a_round_trip_and_the_wire_sees_the_handshake() -> None:
     bus = Bus()
     watch = Watch(bus)
@@ -182,6 +194,7 @@ async def test_connect_takes_a_round_trip_and_the_wire_sees_the_handshake() -> N
     assert not watch.wire(Name.WIRE_SEGMENT_DROPPED)
 
 
+@needs_root
 async def test_dropped_third_ack_makes_the_server_resend_its_syn_ack() -> None:
     bus = Bus()
     watch = Watch(bus)
@@ -208,6 +221,7 @@ async def test_dropped_third_ack_makes_the_server_resend_its_syn_ack() -> None:
     assert second.ts - first.ts >= 0.5  # the kernel's initial retransmission timeout (~1 s)
 
 
+@needs_root
 async def test_seeded_random_loss_drops_some_and_tcp_delivers_everything() -> None:
     bus = Bus()
     watch = Watch(bus)
@@ -242,6 +256,7 @@ async def test_seeded_random_loss_drops_some_and_tcp_delivers_everything() -> No
     assert any(e.attrs["retransmission"] for e in watch.wire())
 
 
+@needs_root
 async def test_jitter_never_reorders_a_direction() -> None:
     bus = Bus()
     watch = Watch(bus)
@@ -272,6 +287,7 @@ async def test_jitter_never_reorders_a_direction() -> None:
 # -- pcap ---------------------------------------------------------------------------------
 
 
+@needs_root
 async def test_pcap_read_back_with_tshark_matches_the_events(tmp_path: Path) -> None:
     tshark = require_tool("tshark")
     bus = Bus()
@@ -314,6 +330,7 @@ async def test_pcap_read_back_with_tshark_matches_the_events(tmp_path: Path) -> 
 # -- sockets, commands, sysctls, injection ----------------------------------------------
 
 
+@needs_root
 async def test_run_sysctl_and_namespaces_apart() -> None:
     async with LabNetwork(Bus()) as lab:
         await lab.sysctl(Role.SERVER, "net.ipv4.tcp_fin_timeout", "7")
@@ -334,6 +351,7 @@ async def test_run_sysctl_and_namespaces_apart() -> None:
             wrong.bind((lab.client_ip, 0))
 
 
+@needs_root
 async def test_injected_syn_from_a_spoofed_address() -> None:
     bus = Bus()
     watch = Watch(bus)
@@ -384,6 +402,7 @@ def test_unavailable_reason_names_root(monkeypatch: pytest.MonkeyPatch) -> None:
 # -- two at once, and cleanup whatever happens ------------------------------------------
 
 
+@needs_root
 async def test_two_labs_at_once() -> None:
     async with LabNetwork(Bus(), delay_s=0.003) as one, LabNetwork(Bus()) as two:
         assert {one.client_ns, one.server_ns}.isdisjoint({two.client_ns, two.server_ns})
@@ -395,6 +414,7 @@ async def test_two_labs_at_once() -> None:
     assert not our_namespaces()
 
 
+@needs_root
 async def test_cleanup_after_exit_exception_and_cancellation() -> None:
     tun_fds = open_tun_fds()
     async with LabNetwork(Bus()) as lab:
@@ -464,6 +484,7 @@ async def start_holder() -> tuple[asyncio.subprocess.Process, tuple[str, str]]:
     return proc, (client_ns, server_ns)
 
 
+@needs_root
 async def test_a_killed_lab_is_swept_by_the_next_and_a_living_one_is_not() -> None:
     proc, names = await start_holder()
     try:
@@ -483,6 +504,7 @@ async def test_a_killed_lab_is_swept_by_the_next_and_a_living_one_is_not() -> No
             await proc.wait()
 
 
+@needs_root
 async def test_ctrl_c_cleans_up() -> None:
     proc, names = await start_holder()
     try:
@@ -496,6 +518,7 @@ async def test_ctrl_c_cleans_up() -> None:
             await proc.wait()
 
 
+@needs_root
 async def test_wireshark_decrypts_real_tls_from_the_pcap_with_the_key_log(tmp_path: Path) -> None:
     tshark = require_tool("tshark")
     files = make_lab_certificates(tmp_path / "certs", ["localhost"])
@@ -556,3 +579,125 @@ async def test_wireshark_decrypts_real_tls_from_the_pcap_with_the_key_log(tmp_pa
     out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()
     assert out.decode().split() == ["/private", "200"]
+
+
+# -- the wire alone, without root: SOCK_SEQPACKET pairs stand in for the TUN devices ------
+# (like a TUN fd, a seqpacket socket gives one whole packet per read)
+
+
+class FakeDevices:
+    """Two socket pairs: the wire holds one end of each, the test plays the hosts."""
+
+    def __init__(self) -> None:
+        self.pairs = {
+            side: socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET) for side in Role
+        }
+        for wire_end, host_end in self.pairs.values():
+            wire_end.setblocking(False)
+            host_end.setblocking(False)
+
+    @property
+    def fds(self) -> dict[Role, int]:
+        return {side: pair[0].fileno() for side, pair in self.pairs.items()}
+
+    def send(self, side: Role, packet: bytes) -> None:
+        """`side`'s host sends a packet (it comes out of side's device)."""
+        self.pairs[side][1].send(packet)
+
+    async def receive(self, side: Role, count: int, timeout_s: float = 2.0) -> list[bytes]:
+        """The next `count` packets delivered to `side`'s host."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout_s):
+            return [await loop.sock_recv(self.pairs[side][1], 65535) for _ in range(count)]
+
+    def close(self) -> None:
+        for pair in self.pairs.values():
+            for end in pair:
+                end.close()
+
+
+@pytest.fixture
+def devices() -> Iterator[FakeDevices]:
+    made = FakeDevices()
+    yield made
+    made.close()
+
+
+HOSTS = {Role.CLIENT: "10.77.0.1", Role.SERVER: "10.77.0.2"}
+
+
+def data_packet(seq: int, payload: bytes = b"x", dst: str = "10.77.0.2") -> bytes:
+    return tcp_packet("10.77.0.1", 40000, dst, 8080, seq, ack=1, payload=payload)
+
+
+async def test_wire_delays_in_order_and_reports_each_segment(devices: FakeDevices) -> None:
+    bus = Bus()
+    watch = Watch(bus)
+    out = io.BytesIO()
+    wire = Wire(bus, devices.fds, HOSTS, delay_s=0.01, jitter_s=0.01, seed=3, pcap=PcapWriter(out))
+    wire.start()
+    try:
+        sent = [syn_packet("10.77.0.1", 40000, "10.77.0.2", 8080, 100)]
+        sent += [data_packet(101 + i, b"GET /%d HTTP/1.0\r\n" % i) for i in range(20)]
+        started = time.monotonic()
+        for packet in sent:
+            devices.send(Role.CLIENT, packet)
+        received = await devices.receive(Role.SERVER, len(sent))
+        took = time.monotonic() - started
+    finally:
+        wire.stop()
+    assert received == sent  # every packet, none reordered by the jitter
+    assert took >= 0.0  # (no upper bound: a busy machine may be slow)
+    events = watch.wire()
+    assert len(events) == len(sent) == wire.forwarded == wire.forwarded_segments
+    assert [e.attrs["rel_seq"] for e in events] == list(range(len(sent)))
+    assert events[1].attrs["preview"] == "GET /0 HTTP/1.0"
+    assert len({e.attrs["delay_s"] for e in events}) > 1
+    assert all(0 <= e.attrs["delay_s"] <= 0.02 + 0.01 for e in events)
+    assert all(e.ts - e.attrs["sent_ts"] >= e.attrs["delay_s"] - 0.001 for e in events)
+    assert [p for _, p in read_pcap(out.getvalue())] == sent
+
+
+async def test_wire_drops_by_rule_loss_and_unknown_host(devices: FakeDevices) -> None:
+    bus = Bus()
+    watch = Watch(bus)
+    loss, seed = 0.5, 11
+    wire = Wire(bus, devices.fds, HOSTS, loss=loss, seed=seed, rules=["client:data:2"])
+    wire.start()
+    try:
+        devices.send(Role.CLIENT, data_packet(1, dst="10.77.0.9"))  # nobody there
+        packets = [data_packet(1 + i) for i in range(40)]
+        for packet in packets:
+            devices.send(Role.CLIENT, packet)
+        await watch.until(
+            lambda: len(watch.events) == 41 and sum(wire.dropped.values()) + wire.forwarded == 41
+        )
+    finally:
+        wire.stop()
+    # The loss draws are the seed's: the rule's packet and the no_host one take none.
+    draws = random.Random(seed)
+    lost = sum(1 for _ in range(39) if draws.random() < loss)
+    assert wire.dropped == {"no_host": 1, "rule:client:data:2": 1, "loss": lost}
+    reasons = [e.attrs["reason"] for e in watch.wire(Name.WIRE_SEGMENT_DROPPED)]
+    assert reasons[0] == "no_host"
+    assert reasons.count("rule:client:data:2") == 1
+    assert wire.forwarded == 39 - lost
+    received = await devices.receive(Role.SERVER, wire.forwarded)
+    assert all(p in packets for p in received)
+
+
+async def test_wire_ignores_what_is_not_ipv4(devices: FakeDevices) -> None:
+    bus = Bus()
+    watch = Watch(bus)
+    wire = Wire(bus, devices.fds, HOSTS)
+    wire.start()
+    try:
+        devices.send(Role.CLIENT, b"\x60" + b"\0" * 47)  # an IPv6 router solicitation, say
+        devices.send(Role.SERVER, syn_packet("10.77.0.2", 1, "10.77.0.1", 2, 0))
+        (delivered,) = await devices.receive(Role.CLIENT, 1)
+    finally:
+        wire.stop()
+        wire.stop()  # twice is fine
+    assert decode_packet(delivered).src == "10.77.0.2"
+    assert wire.dropped == {"not_ipv4": 1}
+    assert [e.role for e in watch.events] == [Role.SERVER]

@@ -21,6 +21,7 @@ from netlab.segments import (
     payload_preview,
     syn_packet,
     tcp_checksum,
+    tcp_packet,
 )
 
 WIRE = Path(__file__).parent.parent / "data" / "wire"
@@ -284,3 +285,23 @@ def test_options_walk_stops_at_garbage() -> None:
     segment = decode_segment(bytes(packet))
     assert segment is not None
     assert (segment.mss, segment.wscale) == (None, None)
+
+
+def test_tcp_packet_with_payload_and_odd_options() -> None:
+    packet = tcp_packet(
+        "10.77.0.2",
+        8080,
+        "10.77.0.1",
+        40000,
+        seq=7,
+        ack=2**32 + 9,
+        flags=TCPFlags.PSH | TCPFlags.ACK,
+        payload=b"HTTP/1.1 200 OK\r\n",
+        options=b"\x01",  # one NOP, padded to a word
+    )
+    ip = decode_packet(packet)
+    assert tcp_checksum(ip.src, ip.dst, ip.body) == 0
+    segment = ip.segment
+    assert segment is not None
+    assert (segment.flag_names, segment.seq, segment.ack_number) == ("PSH,ACK", 7, 9)
+    assert segment.payload == b"HTTP/1.1 200 OK\r\n"
