@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from client.client import HTTPClient, RequestError
 from client.explain import HandshakeExplainer
+from client.trace import trace
 from handshake_tls.certs import DEFAULT_DIR
 from handshake_tls.recording import LineFile, Recorder
 from handshake_tls.wire import KeyExchange
@@ -74,6 +75,13 @@ def add_get_arguments(parser: argparse.ArgumentParser) -> None:
         "--json", action="store_true", help="print one JSON object per request instead of text"
     )
     parser.add_argument("--body", action="store_true", help="print each response body too")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="afterwards, draw the ladder of what happened: the application's events and "
+        "the kernel's socket states (sampled with ss, both ends when the server is on this "
+        "machine); wire segments need the lab network (handshake-lab lab, as root)",
+    )
     parser.add_argument(
         "--timeout",
         type=float,
@@ -187,6 +195,18 @@ async def run_get_async(args: argparse.Namespace, telemetry: Telemetry) -> int:
 
 
 async def _run_get(
+    args: argparse.Namespace,
+    telemetry: Telemetry,
+    keylog: LineFile | None,
+    recorder: Recorder | None,
+) -> int:
+    if args.trace:
+        async with trace(telemetry.bus, args.url, sys.stdout):
+            return await _requests(args, telemetry, keylog, recorder)
+    return await _requests(args, telemetry, keylog, recorder)
+
+
+async def _requests(
     args: argparse.Namespace,
     telemetry: Telemetry,
     keylog: LineFile | None,

@@ -10,6 +10,7 @@ from client.ws_cli import add_ws_arguments, run_ws
 from handshake_lab import __version__
 from handshake_lab.demo import add_demo_arguments, run_demo
 from handshake_tls.cli import add_certs_arguments, add_decrypt_arguments, run_certs, run_decrypt
+from netlab.cli import add_lab_arguments, run_lab
 from server.__main__ import add_arguments as add_server_arguments
 from server.__main__ import run as run_server
 
@@ -83,6 +84,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_ws_arguments(ws)
     ws.set_defaults(func=run_ws)
+
+    lab = commands.add_parser(
+        "lab",
+        help="a TCP lesson in the lab network (root): segments, kernel states, a ladder",
+        description="Run a scenario between two network namespaces joined by the lab's own "
+        "wire (delay, drops), with the real server and client, and draw what happened: every "
+        "segment with its flags and seq/ack, each side's kernel state from ss, and the "
+        "application's events. Needs root.",
+    )
+    add_lab_arguments(lab)
+    lab.set_defaults(func=run_lab)
     return parser
 
 
