@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from netlab import ladder
 from netlab.netns import lab_unavailable_reason
@@ -16,9 +17,13 @@ from telemetry.jsonlog import event_to_dict
 
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
     from netlab.scenarios import Run
     from telemetry.events import Event
+
+
+MAX_DELAY_S: Final = 5.0
 
 
 def add_lab_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,9 +78,14 @@ def run_lab(args: argparse.Namespace) -> int:
         print(f"-- {text}", file=out, flush=True)
 
     delay_s = None if args.delay_ms is None else args.delay_ms / 1000
+    if delay_s is not None and not 0 <= delay_s <= MAX_DELAY_S:
+        print(
+            f"handshake-lab lab: --delay-ms must be 0 to {MAX_DELAY_S * 1000:.0f}", file=sys.stderr
+        )
+        return 2
     try:
-        run = asyncio.run(run_scenario(args.scenario, say=say, delay_s=delay_s, pcap=args.pcap))
-    except KeyboardInterrupt:
+        run = asyncio.run(_run(args.scenario, say, delay_s, args.pcap))
+    except (KeyboardInterrupt, asyncio.CancelledError):
         print("handshake-lab lab: interrupted; the lab network was removed", file=sys.stderr)
         return 130
     if args.json:
@@ -92,14 +102,29 @@ def run_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _run(
+    name: str, say: Callable[[str], None], delay_s: float | None, pcap: Path | None
+) -> Run:
+    # SIGTERM cancels the run like Ctrl-C does, so the namespaces are removed either way.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await run_scenario(name, say=say, delay_s=delay_s, pcap=pcap)
+
+
 def draw(run: Run) -> str:
     lab_events = [e for e in run.events if _in_lab_view(e, run)]
-    return ladder.render(
+    drawn = ladder.render(
         lab_events,
         client=f"client {run.client_ip}",
         server=f"server {run.server_ip}",
         footer=run.findings,
     )
+    legend = (
+        f"(t: when a segment left its sender, which it reaches {run.delay_s * 1000:g} ms later; "
+        "a state: when ss saw it, in that side's namespace)"
+    )
+    return f"{drawn}\n{legend}"
 
 
 def _in_lab_view(event: Event, run: Run) -> bool:

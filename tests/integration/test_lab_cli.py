@@ -1,0 +1,127 @@
+"""`handshake-lab lab` and `client get --trace` as a user runs them: real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import sys
+from typing import TYPE_CHECKING
+
+import pytest
+
+from handshake_lab.cli import main
+from netlab.netns import lab_unavailable_reason, list_namespaces
+from netlab.scenarios import SCENARIOS
+from tests.conftest import IN_CI, require_tool
+from tests.integration.test_cli import run, server_process
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.integration
+
+COMMAND = [sys.executable, "-m", "handshake_lab"]
+
+
+def needs_the_lab() -> None:
+    reason = lab_unavailable_reason()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(f"in CI the lab network must run: {reason}")
+        pytest.skip(reason)
+
+
+async def test_lab_list_names_every_scenario_and_its_lessons() -> None:
+    code, out, _ = await run("lab", "list")
+    assert code == 0
+    for item in SCENARIOS.values():
+        assert re.search(rf"^{re.escape(item.name)}\s+{re.escape(item.lessons)}", out, re.M)
+
+
+def test_without_the_lab_network_it_says_why_and_what_works_instead(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Being root cannot be undone inside one test process; the check it depends on can.
+    monkeypatch.setattr("netlab.cli.lab_unavailable_reason", lambda: "not root (uid 1000)")
+    assert main(["lab", "handshake"]) == 2
+    err = capsys.readouterr().err
+    assert "not root (uid 1000)" in err
+    assert "client get URL --trace" in err
+
+
+async def test_a_bad_delay_is_refused() -> None:
+    code, _, err = await run("lab", "close", "--delay-ms", "-5")
+    assert code == 2
+    assert "--delay-ms" in err
+
+
+@pytest.mark.netlab
+async def test_lab_close_draws_the_ladder_and_writes_the_pcap(tmp_path: Path) -> None:
+    needs_the_lab()
+    tshark = require_tool("tshark")
+    pcap = tmp_path / "close.pcap"
+    code, out, err = await run("lab", "close", "--pcap", str(pcap), timeout_s=60)
+    assert code == 0, err
+    assert "── SYN seq=" in out  # the client's SYN, left to right
+    assert "◀─ SYN,ACK seq=" in out
+    assert re.search(r"TIME_WAIT\s+.*timewait timer", out)  # the server's column
+    assert "=> server saw" in out
+    reader = await asyncio.create_subprocess_exec(
+        tshark, "-r", str(pcap), "-T", "fields", "-e", "tcp.flags.str",
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    frames = (await reader.communicate())[0].decode().split()
+    assert reader.returncode == 0
+    arrows = [line for line in out.splitlines() if "──" in line and ("▶" in line or "◀" in line)]
+    assert len(frames) == len(arrows)
+
+
+@pytest.mark.netlab
+async def test_lab_json_holds_the_timeline() -> None:
+    needs_the_lab()
+    code, out, err = await run("lab", "handshake", "--json", "-", timeout_s=60)
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["scenario"] == "handshake"
+    names = {e["event"] for e in document["events"]}
+    assert {"wire.segment.forwarded", "kernel.state.changed", "http.request.sent"} <= names
+    syns = [e for e in document["events"] if e.get("flags") == "SYN"]
+    assert len(syns) == 3
+    assert document["findings"]
+    assert "-- The client opens" in err  # the narration goes to stderr when JSON is on stdout
+
+
+@pytest.mark.netlab
+async def test_sigterm_stops_a_scenario_and_removes_its_namespaces() -> None:
+    needs_the_lab()
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, "lab", "lost-ack", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    assert process.stdout is not None
+    async with asyncio.timeout(30):
+        await process.stdout.readline()  # the first narration: the lab is up
+        mine = [ns for ns in list_namespaces() if ns.split("-")[1] == str(process.pid)]
+        assert len(mine) == 2
+        process.send_signal(signal.SIGTERM)
+        _, err = await process.communicate()
+    assert process.returncode == 130
+    assert b"the lab network was removed" in err
+    assert not [ns for ns in list_namespaces() if ns.split("-")[1] == str(process.pid)]
+
+
+async def test_client_trace_draws_kernel_states_without_the_wire() -> None:
+    require_tool("ss")
+    async with server_process() as server:
+        code, out, err = await run(
+            "client", "get", server.url + "/health", "--http1.0", "-n", "2", "--trace"
+        )
+    assert code == 0, err
+    assert "no wire: not observed" in out
+    assert "no wire segments" in out
+    # HTTP/1.0: the server closed first, so ss saw its sockets in TIME_WAIT (server column).
+    waits = [line for line in out.splitlines() if "TIME_WAIT" in line]
+    assert len(waits) >= 2
+    assert all(line.index("TIME_WAIT") > 60 for line in waits)
+    assert "client: connect() returns" in out
