@@ -527,6 +527,18 @@ async def _flood(lab: Lab, count: int, rate_per_s: float) -> None:
         await asyncio.sleep(1 / rate_per_s)
 
 
+async def _syncookies_sent(lab: Lab) -> str:
+    """The server kernel's own count (nstat: TcpExtSyncookiesSent), '?' without nstat."""
+    try:
+        out = await lab.net.run(Role.SERVER, "nstat", "-az", "TcpExtSyncookiesSent")
+    except (OSError, RuntimeError):
+        return "?"
+    for line in out.splitlines():
+        if line.startswith("TcpExtSyncookiesSent"):
+            return line.split()[1]
+    return "?"
+
+
 async def _timed_connect(lab: Lab, timeout_s: float) -> float | None:
     started = time.monotonic()
     try:
@@ -550,11 +562,18 @@ async def syn_flood(lab: Lab, flood: int = 64, backlog: int = 16) -> list[str]:
         syn_recv = sum(1 for s in samples[Role.SERVER] if s.state == "syn_recv")
         took = await _timed_connect(lab, timeout_s=1.5)
         served = f"connected in {took * 1000:.0f} ms" if took is not None else "NOT served in 1.5 s"
+        cookies_sent = await _syncookies_sent(lab)
         findings.append(
             f"syncookies={cookies}: {syn_recv} in SYN_RECV (backlog {backlog}); "
-            f"real client {served}"
+            f"real client {served}; syncookies sent so far: {cookies_sent}"
         )
     lab.close_all()
+    spoofed = [e for e in lab.segments(Role.CLIENT) if e.attrs.get("injected")]
+    nowhere = [e for e in lab.segments(Role.SERVER, dropped=True) if e.attrs["reason"] == "no_host"]
+    findings.append(
+        f"{len(spoofed)} spoofed SYNs (not drawn); {len(nowhere)} SYN-ACKs to those addresses "
+        "went nowhere (dropped by the wire: no such host)"
+    )
     return findings
 
 
@@ -571,12 +590,18 @@ async def keepalive(lab: Lab) -> list[str]:
         lab.close_all()
         await lab.settle()
     probes = keepalive_probes(lab.segments(Role.CLIENT))
-    timers = {
-        e.attrs.get("timer") for e in lab.timeline.named(Name.KERNEL_STATE_CHANGED, Role.CLIENT)
-    }
+    left = [
+        f"{sample.timer_left_s:.2f}"
+        for _ts, role, sample in lab.samples
+        if role is Role.CLIENT and sample.state == "established" and sample.timer == "keepalive"
+    ]
+    gaps = [
+        f"{b.attrs['sent_ts'] - a.attrs['sent_ts']:.1f} s" for a, b in itertools.pairwise(probes)
+    ]
     return [
-        f"keepalive probes from the client: {len(probes)} (seq one below the next byte, no data)",
-        f"client timers seen by ss: {sorted(str(t) for t in timers if t)}",
+        f"keepalive probes from the client: {len(probes)}, {', '.join(gaps) or '-'} apart "
+        "(each re-sends the last byte's seq with no data; the server ACKs it)",
+        f"ss -o on the client: timer:(keepalive, ...) with {', '.join(left) or 'none'} s left",
     ]
 
 
