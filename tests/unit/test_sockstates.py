@@ -330,6 +330,7 @@ def test_over_a_run_of_varying_costs_the_time_spent_stays_within_the_budget(
         now += cost
         pacer.finish(now)
     now += pacer.delay_s(now)  # until the next one is due
+    assert first is not None
     assert pacer.spent_s <= budget * (now - first) + 1e-9
     assert pacer.samples == 35
 
