@@ -82,6 +82,9 @@ async def server_process(*extra: str) -> AsyncIterator[ServerProcess]:
         *COMMAND, "server", "--port", str(port), "--metrics-port", str(metrics_port),
         *(() if "--toy-tls-port" in extra else ("--no-toy-tls",)),
         *(() if "--real-tls-port" in extra else ("--no-real-tls",)),
+        # The kernel sampler's events would arrive between a scrape and a count at any
+        # moment; its own tests (test_sockstates.py) turn it on.
+        *(() if "--ss-interval" in extra else ("--ss-interval", "0")),
         *extra,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
