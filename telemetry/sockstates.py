@@ -17,9 +17,10 @@ then ESTABLISHED) is reported as the old socket closing and a new one appearing.
 
 Cost: `ss` walks every TCP socket of the namespace, so a sample costs more the more sockets
 there are (~3 ms with none, ~30 ms with 14,000 in TIME_WAIT, docs/benchmarks.md). `Pacer`
-keeps the sampler within a CPU budget: after a sample that cost `c` seconds (wall time,
-spawn to last event: an upper bound on the CPU it used), the next starts no sooner than
-`c / cpu_budget` after this one began. `ss` runs as a child process the loop awaits; large
+keeps the sampler within a CPU budget: after a sample that cost `c` seconds of CPU (ss's
+own, from the reaped child's rusage, plus this process's threads while the sample ran: an
+upper bound, since the loop thread may run other work meanwhile), the next starts no sooner
+than `c / cpu_budget` after this one began. `ss` runs as a child process the loop awaits; large
 outputs are parsed in a worker thread and their events emitted in slices, so the event
 loop keeps serving while the kernel is sampled.
 
@@ -33,6 +34,7 @@ import asyncio
 import contextlib
 import functools
 import re
+import resource
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -269,6 +271,12 @@ def ss_argv(ports: Collection[int], *, netns: str | None = None) -> list[str]:
     return ["ss", *(("-N", netns) if netns else ()), "-tanoiH", f"( {terms} )"]
 
 
+def _children_cpu_s() -> float:
+    """CPU used by this process's reaped children (ss runs), user + system."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 async def run_ss(ports: Collection[int], *, netns: str | None = None) -> str:
     """The output of `ss` for `ports`; the loop runs on while ss does.
 
@@ -437,10 +445,11 @@ class Pacer:
             self.achieved_interval_s = now - self._started
         self._started = now
 
-    def finish(self, now: float) -> float:
-        """The sample begun at `start` ended at `now`; returns what it cost."""
+    def finish(self, now: float, cpu_s: float | None = None) -> float:
+        """The sample begun at `start` ended at `now` having used `cpu_s` of CPU (when the
+        caller could measure it; else its wall time stands for it); returns its cost."""
         assert self._started is not None, "finish() before start()"
-        cost = now - self._started
+        cost = now - self._started if cpu_s is None else cpu_s
         self.samples += 1
         self.spent_s += cost
         self.next_due = self._started + self.period_s(cost)
@@ -488,6 +497,8 @@ class SocketSampler:
         self.role = role or Role.SERVER
         self.unavailable: str | None = None  # why, once ss failed
         self._clock = clock
+        # With the real clock, a sample's cost is the CPU it used; a test's clock decides.
+        self.measure_cpu = clock is time.perf_counter
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -542,6 +553,10 @@ class SocketSampler:
                 return []
             self.pacer.start(self._clock())
             wall_start = time.time()
+            # The cost is CPU: ss's own (a reaped child's rusage) and this thread's (spawning,
+            # reading, parsing, emitting, and whatever else the loop ran meanwhile: an upper
+            # bound, so a busy server gets sampled less). Waiting costs nothing.
+            cpu_start = _children_cpu_s() + time.thread_time()
             try:
                 text = await run_ss(self.ports, netns=self.netns)
             except FileNotFoundError:
@@ -553,18 +568,25 @@ class SocketSampler:
                 self._give_up(f"{exc}: {UNAVAILABLE_WHAT_IS_LOST}")
                 return []
             ts = (wall_start + time.time()) / 2  # the kernel was read somewhere in between
+            worker_cpu = 0.0
             if len(text) > THREAD_PARSE_BYTES:
-                samples, changes = await asyncio.to_thread(self._digest, text)
+                samples, changes, worker_cpu = await asyncio.to_thread(self._digest_timed, text)
             else:
                 samples, changes = self._digest(text)
             await self._emit_changes(changes, ts)
-            cost = self.pacer.finish(self._clock())
+            cpu = _children_cpu_s() + time.thread_time() - cpu_start + worker_cpu
+            cost = self.pacer.finish(self._clock(), cpu if self.measure_cpu else None)
             self._emit_sample(len(samples), len(changes), cost, ts)
             return samples
 
     def _digest(self, text: str) -> tuple[list[SocketSample], list[StateChange]]:
         samples = parse_ss(text)
         return samples, self.tracker.update(samples)
+
+    def _digest_timed(self, text: str) -> tuple[list[SocketSample], list[StateChange], float]:
+        started = time.thread_time()  # this worker thread's CPU only
+        samples, changes = self._digest(text)
+        return samples, changes, time.thread_time() - started
 
     async def _emit_changes(self, changes: Sequence[StateChange], ts: float) -> None:
         bus = self.bus
