@@ -210,7 +210,11 @@ class LabNetwork:
     def socket(self, side: Role, family: int = AF_INET, type: int = SOCK_STREAM) -> Socket:
         """A new socket that belongs to `side`'s namespace for good."""
         self._require_running()
-        return self._threads[side].call(lambda: Socket(family, type))
+        # A TCP socket says so in `proto`, as getaddrinfo's do: asyncio turns Nagle off
+        # (TCP_NODELAY) only on sockets whose proto is IPPROTO_TCP, and the lab must
+        # behave like an ordinary connection.
+        proto = socket.IPPROTO_TCP if type == SOCK_STREAM else 0
+        return self._threads[side].call(lambda: Socket(family, type, proto))
 
     def make_client_socket(self, family: int) -> Socket:
         """A `SocketFactory` for `open_tcp_stream` / `HTTPClient(make_socket=...)`."""

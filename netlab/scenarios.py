@@ -22,12 +22,15 @@ import contextlib
 import itertools
 import random
 import socket
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
 
 from client.client import HTTPClient
+from handshake_tls.certs import make_lab_certificates
 from netlab.network import LabNetwork
 from netlab.segments import syn_packet
 from server.config import HTTPLimits, ServerConfig
@@ -39,7 +42,6 @@ from telemetry.timeline import Timeline
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-    from pathlib import Path
 
     from telemetry.sockstates import SocketSample
 
@@ -56,6 +58,7 @@ class Scenario:
     script: Callable[[Lab], Awaitable[list[str]]]
     delay_s: float = 0.05
     drop: tuple[str, ...] = ()
+    ports: tuple[int, ...] = (PORT,)  # what the samplers watch
 
 
 @dataclass(slots=True)
@@ -75,12 +78,18 @@ SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, lessons: str, shows: str, *, delay_s: float = 0.05, drop: Sequence[str] = ()
+    name: str,
+    lessons: str,
+    shows: str,
+    *,
+    delay_s: float = 0.05,
+    drop: Sequence[str] = (),
+    ports: Sequence[int] = (PORT,),
 ) -> Callable[[Callable[[Lab], Awaitable[list[str]]]], Callable[[Lab], Awaitable[list[str]]]]:
     def register(
         script: Callable[[Lab], Awaitable[list[str]]],
     ) -> Callable[[Lab], Awaitable[list[str]]]:
-        SCENARIOS[name] = Scenario(name, lessons, shows, script, delay_s, tuple(drop))
+        SCENARIOS[name] = Scenario(name, lessons, shows, script, delay_s, tuple(drop), tuple(ports))
         return script
 
     return register
@@ -122,21 +131,18 @@ class Lab:
     @contextlib.asynccontextmanager
     async def server(self, **config: object) -> AsyncIterator[Server]:
         limits = HTTPLimits(**{k: v for k, v in config.items() if k in _LIMIT_FIELDS})  # type: ignore[arg-type]
-        rest = {k: v for k, v in config.items() if k not in _LIMIT_FIELDS}
-        settings = ServerConfig(
-            host=self.net.server_ip,
-            port=PORT,
-            limits=limits,
-            toy_tls_port=None,
-            real_tls_port=None,
-            **rest,  # type: ignore[arg-type]
-        )
-        async with Server(settings, self.bus, listen_socket=self.net.listen_socket(PORT)) as server:
+        rest: dict[str, Any] = {"toy_tls_port": None, "real_tls_port": None}
+        rest.update((k, v) for k, v in config.items() if k not in _LIMIT_FIELDS)
+        settings = ServerConfig(host=self.net.server_ip, port=PORT, limits=limits, **rest)
+        async with Server(settings, self.bus, make_listen_socket=self.net.listen_socket) as server:
             yield server
 
-    def client(self, http_version: str = "1.1") -> HTTPClient:
+    def client(self, http_version: str = "1.1", cafile: Path | None = None) -> HTTPClient:
         return HTTPClient(
-            self.bus, http_version=http_version, make_socket=self.net.make_client_socket
+            self.bus,
+            http_version=http_version,
+            make_socket=self.net.make_client_socket,
+            cafile=cafile,
         )
 
     def listen(self, backlog: int) -> socket.socket:
@@ -624,6 +630,86 @@ def keepalive_probes(segments: Sequence[Event]) -> list[Event]:
     return probes
 
 
+TOY_TLS_PORT: Final = 8443
+REAL_TLS_PORT: Final = 8444
+
+
+@scenario(
+    "tls",
+    "L13 L14",
+    "plain HTTP, toy TLS, real TLS on one wire: what the handshake costs in round trips",
+    delay_s=0.025,
+    ports=(PORT, TOY_TLS_PORT, REAL_TLS_PORT),
+)
+async def tls(lab: Lab) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="handshake-lab-certs-") as directory:
+        lab.say(f"A lab CA and a server certificate for {lab.net.server_ip}, made for this run.")
+        certs = Path(directory)
+        await asyncio.to_thread(make_lab_certificates, certs, (lab.net.server_ip,))
+        async with lab.server(
+            toy_tls_port=TOY_TLS_PORT, real_tls_port=REAL_TLS_PORT, certs_dir=certs
+        ):
+            for scheme, port in (
+                ("http", PORT),
+                ("toytls", TOY_TLS_PORT),
+                ("https", REAL_TLS_PORT),
+            ):
+                lab.say(f"GET {scheme}://{lab.net.server_ip}:{port}/ on a new connection.")
+                async with lab.client(cafile=certs / "ca.pem") as client:
+                    await client.get(f"{scheme}://{lab.net.server_ip}:{port}/")
+                await lab.settle()
+    rtt = 2 * lab.net.delay_s
+    findings = []
+    for scheme, port in (("http", PORT), ("toytls", TOY_TLS_PORT), ("https", REAL_TLS_PORT)):
+        waited = request_wait_s(lab.timeline.events, port)
+        findings.append(
+            f"{scheme:<6} the request left {waited * 1000:.0f} ms = {waited / rtt:.1f} RTT "
+            "after the SYN"
+            if waited is not None
+            else f"{scheme:<6} no request seen on the wire"
+        )
+    findings.append(
+        "TCP costs 1 RTT; TLS 1.3 (Python's ssl) adds 1; the toy TLS, like TLS 1.2, adds 2 "
+        "(its client waits for the server's Finished). SSLKEYLOGFILE=FILE with --pcap lets "
+        "Wireshark decrypt the https part"
+    )
+    return findings
+
+
+def request_wait_s(events: Sequence[Event], port: int) -> float | None:
+    """From the client's SYN to the segment that carried its request, to server `port`:
+    the round trips the handshakes (TCP, then TLS) cost before HTTP could start."""
+    suffix = f":{port}"
+    sent = next(
+        (
+            e
+            for e in events
+            if e.name is Name.REQUEST_SENT
+            and e.role is Role.CLIENT
+            and str(e.remote).endswith(suffix)
+        ),
+        None,
+    )
+    if sent is None:
+        return None
+    to_port = [
+        e
+        for e in events
+        if e.name is Name.WIRE_SEGMENT_FORWARDED
+        and e.role is Role.CLIENT
+        and str(e.remote).endswith(suffix)
+        and e.local == sent.local
+    ]
+    syn = next((e for e in to_port if e.attrs["flags"] == "SYN"), None)
+    # The request is the first data the client sent after its application handed it over.
+    carrier = next(
+        (e for e in to_port if e.attrs["payload_bytes"] and e.attrs["sent_ts"] >= sent.ts), None
+    )
+    if syn is None or carrier is None:
+        return None
+    return float(carrier.attrs["sent_ts"] - syn.attrs["sent_ts"])
+
+
 # ---- running one ----------------------------------------------------------------------
 
 
@@ -645,7 +731,7 @@ async def run_scenario(
         samplers = {
             role: SocketSampler(
                 bus,
-                [PORT],
+                chosen.ports,
                 interval_s=SAMPLE_INTERVAL_S,
                 cpu_budget=SAMPLE_BUDGET,
                 netns=net.client_ns if role is Role.CLIENT else net.server_ns,

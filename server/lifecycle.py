@@ -13,7 +13,7 @@ import os
 import signal
 import ssl
 import time
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from handshake_lab.transport import TCPStream, TLSStream
 from handshake_tls.certs import DEFAULT_DIR, KEY_TYPES, ensure_lab_certificates
@@ -48,11 +48,11 @@ class Server:
         config: ServerConfig,
         bus: Bus | None = None,
         app: App | None = None,
-        listen_socket: socket.socket | None = None,
+        make_listen_socket: Callable[[int], socket.socket] | None = None,
     ) -> None:
         self.config = config
-        # The lab network hands us a socket made in the server's namespace, bound there.
-        self._listen_socket = listen_socket
+        # port -> a bound socket: the lab network makes them in the server's namespace.
+        self._make_listen_socket = make_listen_socket
         self.bus = bus or Bus()
         self.app = app or App(config)
         self.tracer = Tracer(self.bus, Role.SERVER)
@@ -69,9 +69,7 @@ class Server:
 
     async def start(self) -> None:
         config = self.config
-        self._listener = await self._listen(
-            config.port, self._on_connection, "tcp", sock=self._listen_socket
-        )
+        self._listener = await self._listen(config.port, self._on_connection, "tcp")
         self.port = self._listener.sockets[0].getsockname()[1]
         if config.toy_tls_port is not None:
             self.tls_identities = load_identities(config.certs_dir)
@@ -102,20 +100,17 @@ class Server:
         accept: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
         transport: str,
         tls: ssl.SSLContext | None = None,
-        sock: socket.socket | None = None,
     ) -> asyncio.Server:
-        if sock is not None:
-            listener = await asyncio.start_server(accept, sock=sock, backlog=self.config.backlog)
-        else:
-            listener = await asyncio.start_server(
-                accept,
-                self.config.host,
-                port,
-                backlog=self.config.backlog,
-                reuse_address=True,
-                ssl=tls,
-                ssl_handshake_timeout=self.config.limits.header_timeout_s if tls else None,
-            )
+        where: dict[str, Any] = {"host": self.config.host, "port": port, "reuse_address": True}
+        if self._make_listen_socket is not None:
+            where = {"sock": self._make_listen_socket(port)}
+        listener = await asyncio.start_server(
+            accept,
+            **where,
+            backlog=self.config.backlog,
+            ssl=tls,
+            ssl_handshake_timeout=self.config.limits.header_timeout_s if tls else None,
+        )
         host, bound_port = listener.sockets[0].getsockname()[:2]
         self.tracer.emit(
             Name.LISTENER_STARTED,

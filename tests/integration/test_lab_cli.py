@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import sys
@@ -125,3 +126,33 @@ async def test_client_trace_draws_kernel_states_without_the_wire() -> None:
     assert len(waits) >= 2
     assert all(line.index("TIME_WAIT") > 60 for line in waits)
     assert "client: connect() returns" in out
+
+
+@pytest.mark.netlab
+async def test_the_tls_scenarios_pcap_opens_with_the_key_log(tmp_path: Path) -> None:
+    needs_the_lab()
+    tshark = require_tool("tshark")
+    pcap, keys = tmp_path / "tls.pcap", tmp_path / "keys.txt"
+    process = await asyncio.create_subprocess_exec(
+        *COMMAND, "lab", "tls", "--pcap", str(pcap),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "SSLKEYLOGFILE": str(keys)},
+    )  # fmt: skip
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert "https" in out.decode()
+
+    async def requests_seen(*options: str) -> list[str]:
+        reader = await asyncio.create_subprocess_exec(
+            tshark, "-r", str(pcap), *options, "-Y", "http.request",
+            "-T", "fields", "-e", "tcp.dstport",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        found = (await reader.communicate())[0].decode().split()
+        assert reader.returncode == 0
+        return found
+
+    # Without the keys only the plain request reads as HTTP; with them, the real TLS one too.
+    assert await requests_seen() == ["8080"]
+    assert sorted(await requests_seen("-o", f"tls.keylog_file:{keys}")) == ["8080", "8444"]

@@ -17,6 +17,7 @@ from netlab.scenarios import (
     keepalive_probes,
     listen_queues,
     peak_states,
+    request_wait_s,
     run_scenario,
 )
 from telemetry.events import Name, Role
@@ -67,7 +68,7 @@ def states(result: Run, role: Role) -> set[str]:
 def test_every_scenario_the_issue_names_exists() -> None:
     assert set(SCENARIOS) >= {
         "handshake", "http10-vs-11", "close", "half-close", "time-wait", "close-wait",
-        "simultaneous-close", "lost-ack", "accept-queue", "syn-flood", "keepalive",
+        "simultaneous-close", "lost-ack", "accept-queue", "syn-flood", "keepalive", "tls",
     }  # fmt: skip
 
 
@@ -223,3 +224,21 @@ async def test_keepalive_probes_appear_on_the_wire_and_the_timer_in_ss() -> None
     assert all(0.5 < gap < 2.0 for gap in gaps)  # TCP_KEEPINTVL = 1 s
     timers = [sample for _, role, sample in result.samples if role is Role.CLIENT]
     assert any(s.timer == "keepalive" and s.state == "established" for s in timers)
+
+
+async def test_tls_costs_round_trips_before_the_request() -> None:
+    result = await run("tls")
+    rtt = 2 * result.delay_s
+    plain, toy, real = (request_wait_s(result.events, port) for port in (8080, 8443, 8444))
+    assert plain is not None
+    assert toy is not None
+    assert real is not None
+    # Lower bounds are the protocols' own: no handshake can beat the round trips it needs.
+    assert plain >= 1 * rtt  # TCP
+    assert real >= 2 * rtt  # TCP + TLS 1.3
+    assert toy >= 3 * rtt  # TCP + the toy's two round trips (it waits for the Finished)
+    assert plain < real < toy
+    handshakes = [
+        e for e in result.events if e.name is Name.TLS_HANDSHAKE_COMPLETED and e.role is Role.CLIENT
+    ]
+    assert sorted(str(e.remote).rsplit(":", 1)[1] for e in handshakes) == ["8443", "8444"]
