@@ -344,10 +344,15 @@ async def close(lab: Lab) -> list[str]:
         await _send_request(sock, _request(lab))
         await _read_to_eof(sock)
         lab.tracer(Role.CLIENT, sock).emit(Name.EOF_RECEIVED)
+        # Asked at known moments, not only by the periodic samples: the server's FIN is
+        # not yet acknowledged (FIN_WAIT_1 for half a round trip more), the client's
+        # CLOSE_WAIT lasts until it closes, then LAST_ACK for one round trip.
+        await lab.sample()
         lab.say("The client has read EOF but waits 0.3 s before closing: CLOSE_WAIT.")
         await asyncio.sleep(0.3)
-        lab.tracer(Role.CLIENT, sock).emit(Name.FIN_SENT)
         sock.close()
+        lab.tracer(Role.CLIENT, sock).emit(Name.FIN_SENT)
+        await lab.sample()
         await lab.settle()
     return [
         f"client saw {upper(lab.states_seen(Role.CLIENT))}",
@@ -457,8 +462,12 @@ async def simultaneous_close(lab: Lab) -> list[str]:
     await lab.settle(1)
     lab.say("Both sides call shutdown(SHUT_WR) at the same moment: the FINs cross.")
     for role, sock in ((Role.CLIENT, client), (Role.SERVER, server)):
-        lab.tracer(role, sock).emit(Name.FIN_SENT)
         sock.shutdown(socket.SHUT_WR)
+        lab.tracer(role, sock).emit(Name.FIN_SENT)
+    # Each FIN lands one delay later, before its ACK does: CLOSING from then until the
+    # peer's ACK arrives another delay on. Ask both kernels in the middle of that window.
+    await asyncio.sleep(1.5 * lab.net.delay_s)
+    await lab.sample()
     await lab.settle()
     lab.close_all()
     return [
@@ -522,8 +531,8 @@ async def accept_queue(lab: Lab, clients: int = 4, backlog: int = 1) -> list[str
     ]
 
 
-async def _flood(lab: Lab, count: int, rate_per_s: float) -> None:
-    rng = random.Random(count)
+async def _flood(lab: Lab, count: int, rate_per_s: float, seed: int) -> None:
+    rng = random.Random(seed)  # a round of its own: new ports and ISNs, not a replay
     for i in range(count):
         source = f"10.77.0.{100 + i % 100}"
         packet = syn_packet(
@@ -533,16 +542,17 @@ async def _flood(lab: Lab, count: int, rate_per_s: float) -> None:
         await asyncio.sleep(1 / rate_per_s)
 
 
-async def _syncookies_sent(lab: Lab) -> str:
-    """The server kernel's own count (nstat: TcpExtSyncookiesSent), '?' without nstat."""
+async def _syncookies_sent(lab: Lab) -> int | None:
+    """The server kernel's own count (nstat: TcpExtSyncookiesSent); None without nstat."""
     try:
-        out = await lab.net.run(Role.SERVER, "nstat", "-az", "TcpExtSyncookiesSent")
+        # -s: do not update nstat's history file, which is the host's, not the lab's.
+        out = await lab.net.run(Role.SERVER, "nstat", "-s", "-az", "TcpExtSyncookiesSent")
     except (OSError, RuntimeError):
-        return "?"
+        return None
     for line in out.splitlines():
         if line.startswith("TcpExtSyncookiesSent"):
-            return line.split()[1]
-    return "?"
+            return int(line.split()[1])
+    return None
 
 
 async def _timed_connect(lab: Lab, timeout_s: float) -> float | None:
@@ -558,21 +568,37 @@ async def _timed_connect(lab: Lab, timeout_s: float) -> float | None:
 @scenario("syn-flood", "L4", "spoofed SYNs inside the lab: SYN_RECV, syncookies off vs on")
 async def syn_flood(lab: Lab, flood: int = 64, backlog: int = 16) -> list[str]:
     findings = []
-    lab.listen(backlog=backlog)
     await lab.net.sysctl(Role.SERVER, "net.ipv4.tcp_synack_retries", "1")
-    for cookies in ("0", "1"):
+    for round_number, cookies in enumerate(("0", "1"), start=1):
+        # A fresh listener per round: closing the last one dropped its half-open queue.
+        listener = lab.listen(backlog=backlog)
         await lab.net.sysctl(Role.SERVER, "net.ipv4.tcp_syncookies", cookies)
+        cookies_before = await _syncookies_sent(lab)
         lab.say(f"syncookies={cookies}: {flood} SYNs from spoofed 10.77.0.x, 200 per second.")
-        await _flood(lab, flood, 200)
-        samples = await lab.sample()
-        syn_recv = sum(1 for s in samples[Role.SERVER] if s.state == "syn_recv")
+        started = time.time()
+        await _flood(lab, flood, 200, seed=round_number)
+        await lab.sample()
+        # Half-open sockets this round made (the last round's may linger until their
+        # SYN-ACK retries run out).
+        syn_recv = sum(
+            1
+            for e in lab.timeline.named(Name.KERNEL_STATE_CHANGED, Role.SERVER)
+            if e.attrs.get("to") == "syn_recv" and e.ts >= started
+        )
         took = await _timed_connect(lab, timeout_s=1.5)
         served = f"connected in {took * 1000:.0f} ms" if took is not None else "NOT served in 1.5 s"
-        cookies_sent = await _syncookies_sent(lab)
-        findings.append(
-            f"syncookies={cookies}: {syn_recv} in SYN_RECV (backlog {backlog}); "
-            f"real client {served}; syncookies sent so far: {cookies_sent}"
+        cookies_after = await _syncookies_sent(lab)
+        sent = (
+            "?"
+            if cookies_before is None or cookies_after is None
+            else cookies_after - cookies_before
         )
+        findings.append(
+            f"syncookies={cookies}: {syn_recv} new in SYN_RECV (backlog {backlog}); "
+            f"{sent} syncookies sent; the real client {served}"
+        )
+        lab.leaked.remove(listener)
+        listener.close()
     lab.close_all()
     spoofed = [e for e in lab.segments(Role.CLIENT) if e.attrs.get("injected")]
     nowhere = [e for e in lab.segments(Role.SERVER, dropped=True) if e.attrs["reason"] == "no_host"]
@@ -743,6 +769,9 @@ async def run_scenario(
         async with samplers[Role.CLIENT], samplers[Role.SERVER]:
             try:
                 findings = await chosen.script(lab)
+                # What is still on the wire lands before the lab goes (what does not is
+                # reported dropped, "lab_stopped").
+                await asyncio.sleep(net.delay_s + 0.02)
             finally:
                 lab.close_all()
     return Run(

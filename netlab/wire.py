@@ -115,8 +115,9 @@ class Wire:
             loop.add_reader(fd, self._on_readable, side)
 
     def stop(self) -> None:
-        """Stop reading and drop whatever is still in flight (it is not delivered, not
-        reported). Safe to call twice."""
+        """Stop reading; whatever is still in flight is not delivered, and each such
+        segment is reported dropped ("lab_stopped"), so no segment the wire read goes
+        unaccounted. Safe to call twice."""
         loop, self._loop = self._loop, None
         if loop is None:
             return
@@ -126,7 +127,10 @@ class Wire:
             if timer is not None:
                 timer.cancel()
             self._timers[side] = None
-            self._queues[side].clear()
+            queue = self._queues[side]
+            while queue:
+                item = queue.popleft()
+                self._drop(side, item.segment, item.info, item.sent_ts, "lab_stopped")
 
     # -- reading -------------------------------------------------------------------------
 

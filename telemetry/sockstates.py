@@ -552,7 +552,6 @@ class SocketSampler:
             if self.unavailable is not None:
                 return []
             self.pacer.start(self._clock())
-            wall_start = time.time()
             # The cost is CPU: ss's own (a reaped child's rusage) and this thread's (spawning,
             # reading, parsing, emitting, and whatever else the loop ran meanwhile: an upper
             # bound, so a busy server gets sampled less). Waiting costs nothing.
@@ -567,7 +566,9 @@ class SocketSampler:
             except SamplerError as exc:
                 self._give_up(f"{exc}: {UNAVAILABLE_WHAT_IS_LOST}")
                 return []
-            ts = (wall_start + time.time()) / 2  # the kernel was read somewhere in between
+            # Stamped when ss has answered: every state it reports held by then (a midpoint
+            # would draw a state before the action that caused it).
+            ts = time.time()
             worker_cpu = 0.0
             if len(text) > THREAD_PARSE_BYTES:
                 samples, changes, worker_cpu = await asyncio.to_thread(self._digest_timed, text)
