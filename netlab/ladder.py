@@ -78,6 +78,8 @@ def segment_label(attrs: dict[str, object]) -> str:
         parts.append(f"{size} B")
         if attrs.get("preview"):
             parts.append(str(attrs["preview"]))
+    if attrs.get("keepalive"):
+        parts.append("(keep-alive probe)")
     if attrs.get("retransmission"):
         parts.append("(retransmission)")
     return " ".join(parts)

@@ -275,6 +275,7 @@ class FlowInfo:
     rel_seq: int | None
     rel_ack: int | None
     retransmission: bool
+    keepalive: bool = False  # a TCP keepalive probe, as Wireshark's tcp.analysis.keep_alive
 
 
 @dataclass(slots=True)
@@ -311,8 +312,16 @@ class FlowTracker:
                 self._directions[reverse_key] = _Direction()
         theirs = self._directions.get(reverse_key)
 
+        # A keepalive probe (RFC 9293 §3.8.4) re-sends the last byte already sent (or
+        # nothing) at next - 1: the peer must answer with an ACK. Not a retransmission.
+        keepalive = (
+            len(seg.payload) <= 1
+            and not seg.flags & (TCPFlags.SYN | TCPFlags.FIN | TCPFlags.RST)
+            and mine.next_seq is not None
+            and (seg.seq + 1) % _SEQ_SPACE == mine.next_seq
+        )
         retransmission = False
-        if seg.seq_len:
+        if seg.seq_len and not keepalive:
             end = (seg.seq + seg.seq_len) % _SEQ_SPACE
             if mine.next_seq is not None and _before(seg.seq, mine.next_seq):
                 retransmission = True
@@ -323,7 +332,7 @@ class FlowTracker:
         rel_ack = None
         if seg.flags & TCPFlags.ACK and theirs is not None and theirs.isn is not None:
             rel_ack = (seg.ack - theirs.isn) % _SEQ_SPACE
-        return FlowInfo(rel_seq, rel_ack, retransmission)
+        return FlowInfo(rel_seq, rel_ack, retransmission, keepalive)
 
     def isn(self, src: str, sport: int, dst: str, dport: int) -> int | None:
         """The ISN of one direction, when its SYN was seen."""

@@ -283,5 +283,6 @@ def segment_attrs(segment: Segment, info: FlowInfo, sent_ts: float) -> dict[str,
         "window": segment.window,
         "sent_ts": sent_ts,
         "retransmission": info.retransmission,
+        "keepalive": info.keepalive,
         "preview": _preview(segment.payload),
     }

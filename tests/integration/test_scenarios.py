@@ -13,16 +13,17 @@ import pytest
 from netlab.netns import lab_unavailable_reason
 from netlab.scenarios import (
     SCENARIOS,
-    keepalive_probes,
     listen_queues,
     peak_states,
     request_wait_s,
     run_scenario,
 )
 from telemetry.events import Name, Role
-from tests.conftest import IN_CI
+from tests.conftest import IN_CI, require_tool
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from netlab.scenarios import Run
     from telemetry.events import Event
 
@@ -38,10 +39,10 @@ def _needs_the_lab() -> None:
         pytest.skip(reason)
 
 
-async def run(name: str) -> Run:
+async def run(name: str, pcap: Path | None = None) -> Run:
     lines: list[str] = []
     async with asyncio.timeout(60):
-        result = await run_scenario(name, say=lines.append)
+        result = await run_scenario(name, say=lines.append, pcap=pcap)
     assert lines, "a scenario narrates what it does"
     return result
 
@@ -225,10 +226,20 @@ async def test_syn_flood_fills_syn_recv_and_syncookies_serve_the_real_client() -
     assert [e.local for e in completed] == [real_ports[1]]
 
 
-async def test_keepalive_probes_appear_on_the_wire_and_the_timer_in_ss() -> None:
-    result = await run("keepalive")
-    probes = keepalive_probes(segments(result, Role.CLIENT))
+async def test_keepalive_probes_appear_on_the_wire_and_the_timer_in_ss(tmp_path: Path) -> None:
+    tshark = require_tool("tshark")
+    pcap = tmp_path / "keepalive.pcap"
+    result = await run("keepalive", pcap=pcap)
+    probes = [e for e in segments(result, Role.CLIENT) if e.attrs["keepalive"]]
     assert len(probes) >= 2
+    assert all(e.attrs["payload_bytes"] == 0 for e in probes)
+    # Wireshark's own analysis of the same packets finds the same probes.
+    reader = await asyncio.create_subprocess_exec(
+        tshark, "-r", str(pcap), "-Y", "tcp.analysis.keep_alive", "-T", "fields",
+        "-e", "tcp.seq_raw", stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    seen_by_tshark = (await reader.communicate())[0].decode().split()
+    assert sorted(map(int, seen_by_tshark)) == sorted(e.attrs["seq"] for e in probes)
     gaps = [b.attrs["sent_ts"] - a.attrs["sent_ts"] for a, b in itertools.pairwise(probes)]
     assert all(0.5 < gap < 2.0 for gap in gaps)  # TCP_KEEPINTVL = 1 s
     timers = [sample for _, role, sample in result.samples if role is Role.CLIENT]

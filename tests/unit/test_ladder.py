@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from netlab import ladder
-from netlab.scenarios import keepalive_probes, peak_states
+from netlab.scenarios import peak_states
 from telemetry.events import Event, Name, Role
 
 CLIENT = "10.77.0.1:40312"
@@ -190,16 +190,6 @@ def test_peak_states_replays_transitions_per_socket() -> None:
     assert peak_states(events, Role.CLIENT) == {"fin_wait2": 1}
 
 
-def test_keepalive_probes_are_segments_one_below_the_next_byte() -> None:
-    events = [
-        *handshake(),
-        segment(Role.CLIENT, "PSH,ACK", 100.1, seq=1001, ack=8, rel_seq=1, rel_ack=1, size=40),
-        # A probe: no data, the sequence number of the last byte already sent.
-        segment(Role.CLIENT, "ACK", 101.1, seq=1040, ack=9, rel_seq=40, rel_ack=2),
-        segment(Role.CLIENT, "ACK", 102.1, seq=1040, ack=9, rel_seq=40, rel_ack=2),
-        # An ordinary ACK at the next byte is not a probe.
-        segment(Role.CLIENT, "ACK", 102.5, seq=1041, ack=10, rel_seq=41, rel_ack=3),
-    ]
-    client_segments = [e for e in events if e.role is Role.CLIENT]
-    probes = keepalive_probes(client_segments)
-    assert [e.ts for e in probes] == [101.11, 102.11]
+def test_a_keepalive_probe_is_labelled() -> None:
+    event = segment(Role.CLIENT, "ACK", 1.0, seq=40, ack=9, rel_seq=39, rel_ack=2, keepalive=True)
+    assert ladder.segment_label(event.attrs) == "ACK seq=39 ack=2 (keep-alive probe)"

@@ -157,6 +157,23 @@ def test_retransmissions_of_data_syn_and_fin() -> None:
     assert tracker.observe(seg(seq=211, flags=TCPFlags.FIN | TCPFlags.ACK)).retransmission
 
 
+def test_keepalive_probes_are_one_below_the_next_byte() -> None:
+    tracker = FlowTracker()
+    tracker.observe(seg(seq=10, flags=TCPFlags.SYN))
+    assert not tracker.observe(seg(seq=11, payload=b"a" * 40)).keepalive  # next byte: 51
+    probe = tracker.observe(seg(seq=50))  # nothing, at next - 1 (Linux's probe)
+    assert probe.keepalive
+    assert not probe.retransmission
+    one_byte = tracker.observe(seg(seq=50, payload=b"a"))  # the last byte again (BSD's)
+    assert one_byte.keepalive
+    assert not one_byte.retransmission
+    assert not tracker.observe(seg(seq=51)).keepalive  # an ordinary ACK
+    assert not tracker.observe(seg(seq=49)).keepalive  # further back: not a probe
+    assert not tracker.observe(seg(seq=50, payload=b"ab")).keepalive  # data: a retransmission
+    assert not tracker.observe(seg(seq=50, flags=TCPFlags.FIN | TCPFlags.ACK)).keepalive
+    assert not FlowTracker().observe(seg(seq=50)).keepalive  # nothing sent yet to be below
+
+
 def test_no_syn_seen_means_no_relative_numbers() -> None:
     info = FlowTracker().observe(seg(seq=123, ack=456, payload=b"mid-stream"))
     assert (info.rel_seq, info.rel_ack, info.retransmission) == (None, None, False)
