@@ -160,9 +160,11 @@ def render(
     connections.discard(None)
     table = rows(events, show_ports=len(connections) > 1)
     middle = "wire" if wire_seen else "(no wire: not observed)"
-    lines = [
-        f"{'t(ms)':>8}  {client:<{STATE_WIDTH}} {middle:^{ARROW_WIDTH}} {server:<{STATE_WIDTH}}"
-    ]
+    # A long name (an address) spills into the wire's column, never shifting the server's.
+    wire_column = 8 + 2 + STATE_WIDTH + 1
+    left = f"{'t(ms)':>8}  {client} ".ljust(wire_column)
+    wire = f"{middle:^{ARROW_WIDTH}}"[len(left) - wire_column :]
+    lines = [f"{left}{wire} {server}"]
     for row in table:
         lines.append(
             f"{row.t_ms:>8.1f}  {row.client_state:<{STATE_WIDTH}} "

@@ -730,16 +730,32 @@ async def run_scenario(
     *,
     say: Callable[[str], None] = print,
     delay_s: float | None = None,
+    jitter_s: float = 0.0,
+    loss: float = 0.0,
+    drop: Sequence[str] = (),
+    seed: int | None = None,
     pcap: Path | None = None,
     bus: Bus | None = None,
 ) -> Run:
-    """Set up the lab network, run the scenario, tear everything down; return what was seen."""
+    """Set up the lab network, run the scenario, tear everything down; return what was seen.
+
+    `delay_s` replaces the scenario's own delay; `drop` rules come after its own; `jitter_s`,
+    `loss` and `seed` go to the wire as they are (see `LabNetwork`).
+    """
     chosen = SCENARIOS[name]
     bus = bus or Bus()
     timeline = Timeline()
     bus.subscribe(timeline)
     delay = chosen.delay_s if delay_s is None else delay_s
-    async with LabNetwork(bus, delay_s=delay, drop=chosen.drop, pcap=pcap) as net:
+    async with LabNetwork(
+        bus,
+        delay_s=delay,
+        jitter_s=jitter_s,
+        loss=loss,
+        drop=[*chosen.drop, *drop],
+        seed=seed,
+        pcap=pcap,
+    ) as net:
         samplers = {
             role: SocketSampler(
                 bus,
@@ -757,7 +773,7 @@ async def run_scenario(
                 findings = await chosen.script(lab)
                 # What is still on the wire lands before the lab goes (what does not is
                 # reported dropped, "lab_stopped").
-                await asyncio.sleep(net.delay_s + 0.02)
+                await asyncio.sleep(net.delay_s + net.wire.jitter_s + 0.02)
             finally:
                 lab.close_all()
     return Run(

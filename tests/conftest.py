@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from netlab.netns import lab_unavailable_reason
 from server.config import HTTPLimits, ServerConfig
 from server.lifecycle import Server
 from telemetry.bus import Bus
@@ -32,6 +33,17 @@ def require_tool(name: str) -> str:
             pytest.fail(f"in CI every tool must be present: {message}")
         pytest.skip(message)
     return path
+
+
+@pytest.fixture
+def lab_possible() -> None:
+    """Skip a test of the real lab network (namespaces, TUN) where it cannot run; in CI,
+    where the test command runs as root, fail instead."""
+    reason = lab_unavailable_reason()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(f"in CI the lab network must run: {reason}")
+        pytest.skip(reason)
 
 
 @dataclass

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from handshake_lab.cli import main
-from netlab.netns import lab_unavailable_reason, list_namespaces
+from netlab.netns import list_namespaces
 from netlab.scenarios import SCENARIOS
-from tests.conftest import IN_CI, require_tool
+from tests.conftest import require_tool
 from tests.integration.test_cli import run, server_process
 
 if TYPE_CHECKING:
@@ -24,14 +24,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 COMMAND = [sys.executable, "-m", "handshake_lab"]
-
-
-def needs_the_lab() -> None:
-    reason = lab_unavailable_reason()
-    if reason is not None:
-        if IN_CI:
-            pytest.fail(f"in CI the lab network must run: {reason}")
-        pytest.skip(reason)
 
 
 async def test_lab_list_names_every_scenario_and_its_lessons() -> None:
@@ -52,15 +44,60 @@ def test_without_the_lab_network_it_says_why_and_what_works_instead(
     assert "client get URL --trace" in err
 
 
-async def test_a_bad_delay_is_refused() -> None:
-    code, _, err = await run("lab", "close", "--delay-ms", "-5")
+@pytest.mark.parametrize(
+    ("option", "complaint"),
+    [
+        (["--delay-ms", "-5"], "--delay-ms must be"),
+        (["--jitter-ms", "99999"], "--jitter-ms must be"),
+        (["--loss", "1.5"], "--loss is a fraction"),
+        (["--drop", "client:ackk"], "--drop: drop rule 'client:ackk': kind 'ackk' is not"),
+    ],
+)
+@pytest.mark.usefixtures("lab_possible")
+async def test_bad_wire_options_are_refused_before_anything_runs(
+    option: list[str], complaint: str
+) -> None:
+    code, out, err = await run("lab", "close", *option)
     assert code == 2
-    assert "--delay-ms" in err
+    assert complaint in err
+    assert not out
 
 
 @pytest.mark.netlab
+@pytest.mark.parametrize("option", ["--json", "--pcap"])
+@pytest.mark.usefixtures("lab_possible")
+async def test_an_unwritable_output_is_refused_before_the_run(option: str) -> None:
+    code, out, err = await run("lab", "close", option, "/nonexistent/dir/out")
+    assert code == 2
+    assert "cannot write /nonexistent/dir/out: No such file or directory" in err
+    assert "--" not in out  # no narration: the scenario never started
+
+
+@pytest.mark.netlab
+@pytest.mark.usefixtures("lab_possible")
+async def test_wire_options_reach_the_wire() -> None:
+    code, out, err = await run(
+        "lab", "close", "--drop", "server:fin:1", "--delay-ms", "20", "--json", "-",
+        timeout_s=60,
+    )  # fmt: skip
+    assert code == 0, err
+    document = json.loads(out)
+    assert document["delay_s"] == 0.02
+    dropped = [e for e in document["events"] if e["event"] == "wire.segment.dropped"]
+    assert [(e["flags"], e["reason"]) for e in dropped][:1] == [("FIN,ACK", "rule:server:fin:1")]
+    resent = [
+        e
+        for e in document["events"]
+        if e["event"] == "wire.segment.forwarded" and e["role"] == "server" and "FIN" in e["flags"]
+    ]
+    assert resent[0]["retransmission"]  # the server's kernel sent its FIN again
+    assert document["samples"]
+    assert {"ts", "role", "state", "timer"} <= set(document["samples"][0])
+
+
+@pytest.mark.netlab
+@pytest.mark.usefixtures("lab_possible")
 async def test_lab_close_draws_the_ladder_and_writes_the_pcap(tmp_path: Path) -> None:
-    needs_the_lab()
     tshark = require_tool("tshark")
     pcap = tmp_path / "close.pcap"
     code, out, err = await run("lab", "close", "--pcap", str(pcap), timeout_s=60)
@@ -80,8 +117,8 @@ async def test_lab_close_draws_the_ladder_and_writes_the_pcap(tmp_path: Path) ->
 
 
 @pytest.mark.netlab
+@pytest.mark.usefixtures("lab_possible")
 async def test_lab_json_holds_the_timeline() -> None:
-    needs_the_lab()
     code, out, err = await run("lab", "handshake", "--json", "-", timeout_s=60)
     assert code == 0, err
     document = json.loads(out)
@@ -95,8 +132,8 @@ async def test_lab_json_holds_the_timeline() -> None:
 
 
 @pytest.mark.netlab
+@pytest.mark.usefixtures("lab_possible")
 async def test_sigterm_stops_a_scenario_and_removes_its_namespaces() -> None:
-    needs_the_lab()
     process = await asyncio.create_subprocess_exec(
         *COMMAND, "lab", "lost-ack", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
@@ -107,8 +144,8 @@ async def test_sigterm_stops_a_scenario_and_removes_its_namespaces() -> None:
         assert len(mine) == 2
         process.send_signal(signal.SIGTERM)
         _, err = await process.communicate()
-    assert process.returncode == 130
-    assert b"the lab network was removed" in err
+    assert process.returncode == 128 + signal.SIGTERM
+    assert b"stopped (SIGTERM); the lab network was removed" in err
     assert not [ns for ns in list_namespaces() if ns.split("-")[1] == str(process.pid)]
 
 
@@ -129,8 +166,8 @@ async def test_client_trace_draws_kernel_states_without_the_wire() -> None:
 
 
 @pytest.mark.netlab
+@pytest.mark.usefixtures("lab_possible")
 async def test_the_tls_scenarios_pcap_opens_with_the_key_log(tmp_path: Path) -> None:
-    needs_the_lab()
     tshark = require_tool("tshark")
     pcap, keys = tmp_path / "tls.pcap", tmp_path / "keys.txt"
     process = await asyncio.create_subprocess_exec(

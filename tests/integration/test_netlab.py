@@ -32,7 +32,7 @@ from netlab.segments import decode_packet, flag_names, syn_packet, tcp_packet
 from netlab.wire import Wire
 from telemetry.bus import Bus
 from telemetry.events import Event, Name, Role
-from tests.conftest import IN_CI, require_tool
+from tests.conftest import require_tool
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Iterator
@@ -43,15 +43,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PORT = 8080
-
-
-@pytest.fixture
-def lab_possible() -> None:
-    reason = netns.lab_unavailable_reason()
-    if reason is not None:
-        if IN_CI:
-            pytest.fail(f"in CI the lab network must run: {reason}")
-        pytest.skip(reason)
 
 
 def needs_root(test: T) -> T:

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from netlab.netns import lab_unavailable_reason
 from netlab.scenarios import (
     SCENARIOS,
     listen_queues,
@@ -19,7 +18,7 @@ from netlab.scenarios import (
     run_scenario,
 )
 from telemetry.events import Name, Role
-from tests.conftest import IN_CI, require_tool
+from tests.conftest import require_tool
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -27,16 +26,11 @@ if TYPE_CHECKING:
     from netlab.scenarios import Run
     from telemetry.events import Event
 
-pytestmark = [pytest.mark.integration, pytest.mark.netlab]
-
-
-@pytest.fixture(autouse=True)
-def _needs_the_lab() -> None:
-    reason = lab_unavailable_reason()
-    if reason is not None:
-        if IN_CI:
-            pytest.fail(f"in CI the lab network must run: {reason}")
-        pytest.skip(reason)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.netlab,
+    pytest.mark.usefixtures("lab_possible"),
+]
 
 
 async def run(name: str, pcap: Path | None = None) -> Run:
