@@ -284,6 +284,15 @@ class _Direction:
     next_seq: int | None = None  # one past the highest sequence number sent so far
 
 
+def _relative(number: int, isn: int | None) -> int | None:
+    """`number` counted from `isn`; None when unknown or "before" it (a late segment of
+    an earlier connection on a reused 4-tuple: only its absolute number means anything)."""
+    if isn is None:
+        return None
+    relative = (number - isn) % _SEQ_SPACE
+    return relative if relative < _SEQ_SPACE // 2 else None
+
+
 def _before(a: int, b: int) -> bool:
     """a < b in sequence-number arithmetic (RFC 1982 style, modulo 2**32)."""
     return 0 < (b - a) % _SEQ_SPACE < _SEQ_SPACE // 2
@@ -328,10 +337,10 @@ class FlowTracker:
             if mine.next_seq is None or _before(mine.next_seq, end):
                 mine.next_seq = end
 
-        rel_seq = (seg.seq - mine.isn) % _SEQ_SPACE if mine.isn is not None else None
+        rel_seq = _relative(seg.seq, mine.isn)
         rel_ack = None
-        if seg.flags & TCPFlags.ACK and theirs is not None and theirs.isn is not None:
-            rel_ack = (seg.ack - theirs.isn) % _SEQ_SPACE
+        if seg.flags & TCPFlags.ACK and theirs is not None:
+            rel_ack = _relative(seg.ack, theirs.isn)
         return FlowInfo(rel_seq, rel_ack, retransmission, keepalive)
 
     def isn(self, src: str, sport: int, dst: str, dport: int) -> int | None:

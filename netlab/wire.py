@@ -156,7 +156,8 @@ class Wire:
         try:
             ip = decode_packet(packet)
         except MalformedPacket:
-            self.dropped["not_ipv4"] += 1
+            # IPv6 (turned off on the devices, but the kernel may try) or a broken packet.
+            self.dropped["not_ipv4" if not packet or packet[0] >> 4 != 4 else "malformed"] += 1
             return
         segment = ip.segment
         info = self.flows.observe(segment) if segment is not None else None

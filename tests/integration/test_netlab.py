@@ -684,11 +684,12 @@ async def test_wire_ignores_what_is_not_ipv4(devices: FakeDevices) -> None:
     wire.start()
     try:
         devices.send(Role.CLIENT, b"\x60" + b"\0" * 47)  # an IPv6 router solicitation, say
+        devices.send(Role.CLIENT, syn_packet("10.77.0.1", 2, "10.77.0.2", 1, 0)[:30])  # cut
         devices.send(Role.SERVER, syn_packet("10.77.0.2", 1, "10.77.0.1", 2, 0))
         (delivered,) = await devices.receive(Role.CLIENT, 1)
     finally:
         wire.stop()
         wire.stop()  # twice is fine
     assert decode_packet(delivered).src == "10.77.0.2"
-    assert wire.dropped == {"not_ipv4": 1}
+    assert wire.dropped == {"not_ipv4": 1, "malformed": 1}
     assert [e.role for e in watch.events] == [Role.SERVER]

@@ -139,6 +139,9 @@ def test_new_syn_on_a_reused_four_tuple_restarts_relative_numbers() -> None:
     )
     assert (answer.rel_seq, answer.rel_ack, answer.retransmission) == (0, 1, False)
     assert tracker.isn("10.77.0.2", 8080, "10.77.0.1", 40000) == 9000
+    # A late segment of the old connection: "before" the new ISNs, so no relative numbers.
+    late = tracker.observe(seg(seq=1001, ack=5001))
+    assert (late.rel_seq, late.rel_ack) == (None, None)
 
 
 def test_retransmissions_of_data_syn_and_fin() -> None:
