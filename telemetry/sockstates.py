@@ -18,8 +18,8 @@ then ESTABLISHED) is reported as the old socket closing and a new one appearing.
 Cost: `ss` walks every TCP socket of the namespace, so a sample costs more the more sockets
 there are (~3 ms with none, ~30 ms with 14,000 in TIME_WAIT, docs/benchmarks.md). `Pacer`
 keeps the sampler within a CPU budget: after a sample that cost `c` seconds of CPU (ss's
-own, from the reaped child's rusage, plus this process's threads while the sample ran: an
-upper bound, since the loop thread may run other work meanwhile), the next starts no sooner
+own, from the reaped child's rusage, plus this process's while the sample ran: an upper
+bound, since the process may do other work meanwhile), the next starts no sooner
 than `c / cpu_budget` after this one began. `ss` runs as a child process the loop awaits; large
 outputs are parsed in a worker thread and their events emitted in slices, so the event
 loop keeps serving while the kernel is sampled.
@@ -271,10 +271,10 @@ def ss_argv(ports: Collection[int], *, netns: str | None = None) -> list[str]:
     return ["ss", *(("-N", netns) if netns else ()), "-tanoiH", f"( {terms} )"]
 
 
-def _children_cpu_s() -> float:
-    """CPU used by this process's reaped children (ss runs), user + system."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+def _cpu_s() -> float:
+    """CPU used so far by this process (all threads) and its reaped children (ss runs)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 async def run_ss(ports: Collection[int], *, netns: str | None = None) -> str:
@@ -552,10 +552,10 @@ class SocketSampler:
             if self.unavailable is not None:
                 return []
             self.pacer.start(self._clock())
-            # The cost is CPU: ss's own (a reaped child's rusage) and this thread's (spawning,
-            # reading, parsing, emitting, and whatever else the loop ran meanwhile: an upper
-            # bound, so a busy server gets sampled less). Waiting costs nothing.
-            cpu_start = _children_cpu_s() + time.thread_time()
+            # The cost is CPU: ss's own (a reaped child's rusage) and this process's, all
+            # threads (spawning, reaping, reading, parsing, emitting, and whatever else ran
+            # meanwhile: an upper bound, so a busy server gets sampled less). Waiting is free.
+            cpu_start = _cpu_s()
             try:
                 text = await run_ss(self.ports, netns=self.netns)
             except FileNotFoundError:
@@ -569,13 +569,12 @@ class SocketSampler:
             # Stamped when ss has answered: every state it reports held by then (a midpoint
             # would draw a state before the action that caused it).
             ts = time.time()
-            worker_cpu = 0.0
             if len(text) > THREAD_PARSE_BYTES:
-                samples, changes, worker_cpu = await asyncio.to_thread(self._digest_timed, text)
+                samples, changes = await asyncio.to_thread(self._digest, text)
             else:
                 samples, changes = self._digest(text)
             await self._emit_changes(changes, ts)
-            cpu = _children_cpu_s() + time.thread_time() - cpu_start + worker_cpu
+            cpu = _cpu_s() - cpu_start
             cost = self.pacer.finish(self._clock(), cpu if self.measure_cpu else None)
             self._emit_sample(len(samples), len(changes), cost, ts)
             return samples
@@ -583,11 +582,6 @@ class SocketSampler:
     def _digest(self, text: str) -> tuple[list[SocketSample], list[StateChange]]:
         samples = parse_ss(text)
         return samples, self.tracker.update(samples)
-
-    def _digest_timed(self, text: str) -> tuple[list[SocketSample], list[StateChange], float]:
-        started = time.thread_time()  # this worker thread's CPU only
-        samples, changes = self._digest(text)
-        return samples, changes, time.thread_time() - started
 
     async def _emit_changes(self, changes: Sequence[StateChange], ts: float) -> None:
         bus = self.bus
