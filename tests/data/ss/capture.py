@@ -23,11 +23,12 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from netlab.segments import syn_packet
 
 HERE = Path(__file__).resolve().parent
 PORT = 8080
@@ -112,27 +113,11 @@ def syn_sent() -> None:
     del server, first
 
 
-def checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def syn_recv() -> None:
     server = listener("10.99.0.2")
     src, dst, sport = "10.99.0.1", "10.99.0.2", 40000
-    tcp = struct.pack("!HHIIBBHHH", sport, PORT, 12345, 0, 5 << 4, 0x02, 64240, 0, 0)
-    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
-    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
-    ip = struct.pack(
-        "!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 1, 0, 64, 6, 0,
-        socket.inet_aton(src), socket.inet_aton(dst),
-    )  # fmt: skip
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-    raw.sendto(ip + tcp, (dst, 0))
+    raw.sendto(syn_packet(src, sport, dst, PORT, 12345), (dst, 0))
     time.sleep(1.5)  # one SYN-ACK retransmission
     save("syn_recv", ss("-tanoiH"))
     del server
