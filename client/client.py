@@ -77,6 +77,7 @@ class HTTPClient:
         tls_keylog: Callable[[str], None] | None = None,
         tls_record: Callable[[int], Callable[[str, bytes], None]] | None = None,
         make_socket: SocketFactory | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ) -> None:
         if http_version not in ("1.0", "1.1"):
             raise ValueError(f"http_version must be '1.0' or '1.1', not {http_version!r}")
@@ -93,7 +94,7 @@ class HTTPClient:
         self.key_exchange = key_exchange
         self.make_socket = make_socket  # the lab network's: a socket in the client's namespace
         self._ca: x509.Certificate | None = None
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl: ssl.SSLContext | None = tls_context  # None: made from cafile when needed
         self.tls_keylog = tls_keylog  # gets a key-log line per toy-TLS connection
         self.tls_record = tls_record  # conn_id -> where that connection's bytes are recorded
 

@@ -24,7 +24,7 @@ from client.http_conn import ClientHTTPConnection, ResponseReceived
 from handshake_lab.closing import Closing
 from handshake_lab.errors import RemoteProtocolError
 from handshake_lab.http_events import BodyReceived, NeedData, PeerClosed
-from handshake_lab.transport import TransportError, open_tcp_stream
+from handshake_lab.transport import SocketFactory, TransportError, open_tcp_stream
 from handshake_lab.ws_conn import BoundedDeflate, WebSocketConnection, WSLimits, WSState
 from handshake_lab.ws_handshake import (
     DEFLATE,
@@ -242,8 +242,11 @@ async def connect(
     nonce: bytes | None = None,
     cafile: Path | None = None,
     key_exchange: KeyExchange = KeyExchange.ECDHE,
+    tls_context: ssl.SSLContext | None = None,
+    make_socket: SocketFactory | None = None,
 ) -> WebSocketClient:
-    """Open a WebSocket to `url`.
+    """Open a WebSocket to `url`. `tls_context` replaces the default real-TLS one (e.g. to
+    cap the version); `make_socket` is as for `open_tcp_stream`.
 
     Raises:
         URLError: a URL this client cannot open.
@@ -255,10 +258,12 @@ async def connect(
     context: ssl.SSLContext | None = None
     if target.real_tls:
         try:
-            context = real_tls_client_context(cafile)
+            context = tls_context or real_tls_client_context(cafile)
         except OSError as exc:
             raise TransportError("no_ca", str(exc)) from None
-    tcp, timings = await open_tcp_stream(target.host, target.port, timeout_s=timeout_s, tls=context)
+    tcp, timings = await open_tcp_stream(
+        target.host, target.port, timeout_s=timeout_s, tls=context, make_socket=make_socket
+    )
     tracer = tracer.bind(next(_conn_ids), tcp.local_address, tcp.remote_address)
     tracer.emit(
         Name.CONNECT_COMPLETED,

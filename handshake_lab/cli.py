@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.cli import add_bench_arguments
 from client.__main__ import add_get_arguments, run_get
 from client.ws_cli import add_ws_arguments, run_ws
 from handshake_lab import __version__
@@ -95,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_lab_arguments(lab)
     lab.set_defaults(func=run_lab)
+
+    bench = commands.add_parser(
+        "bench",
+        help="benchmarks: latency by protocol and RTT; throughput against uvicorn and aiohttp",
+        description="The lab's benchmarks, with their results as tables, JSON and plots.",
+    )
+    add_bench_arguments(bench)
     return parser
 
 

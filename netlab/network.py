@@ -90,6 +90,7 @@ class LabNetwork:
         drop: Sequence[DropRule | str] = (),
         pcap: Path | None = None,
         seed: int | None = None,
+        precise: bool = False,
     ) -> None:
         if delay_s < 0 or jitter_s < 0:
             raise ValueError("delay_s and jitter_s must not be negative")
@@ -100,6 +101,7 @@ class LabNetwork:
         self.jitter_s = jitter_s
         self.loss = loss
         self.drop = parse_rules(drop)  # bad rules fail here, before anything is made
+        self.precise = precise  # see Wire: spin to each packet's moment (for measuring)
         self.pcap_path = pcap
         self.seed = seed
         self.client_ns = ""
@@ -161,6 +163,7 @@ class LabNetwork:
             rules=self.drop,
             pcap=PcapWriter(self._pcap_file) if self._pcap_file is not None else None,
             seed=self.seed,
+            precise=self.precise,
         )
         self._wire.start()
 

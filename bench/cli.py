@@ -1,0 +1,25 @@
+"""`handshake-lab bench`: the benchmarks a learner runs (latency; throughput)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from bench.latency import add_latency_arguments, run_latency
+
+if TYPE_CHECKING:
+    import argparse
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    latency = commands.add_parser(
+        "latency",
+        help="what each protocol choice costs in round trips: HTTP/1.0, keep-alive and "
+        "WebSocket over TCP, toy TLS and real TLS, at the RTTs you give",
+        description="Measure the latency of a cold (first) and warm requests for each mode "
+        "and transport at each RTT (0 = loopback; others over the lab network's wire, as "
+        "root), and compare each cell with a model: round trips x RTT + the same cell on "
+        "loopback. Prints a table; writes JSON, CSV of every sample, and PNG plots.",
+    )
+    add_latency_arguments(latency)
+    latency.set_defaults(func=run_latency)

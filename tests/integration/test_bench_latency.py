@@ -1,0 +1,137 @@
+"""`handshake-lab bench latency`: the model, and a small matrix run for real (sanity and
+structure, never speeds)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from typing import TYPE_CHECKING
+
+import pytest
+
+from bench.latency import (
+    MODES,
+    TRANSPORTS,
+    Cell,
+    apply_model,
+    model_rtts,
+    parse_rtts,
+    percentile,
+    run_matrix,
+)
+from tests.integration.test_cli import run
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(
+    ("mode", "transport", "cold", "warm"),
+    [
+        ("http1.0", "tcp", 2, 2),  # SYN/SYN-ACK, then request/response: every time
+        ("http1.0", "tls1.3", 3, 3),  # + 1 for TLS 1.3
+        ("http1.0", "tls1.2", 4, 4),  # + 2 for TLS 1.2's full handshake
+        ("http1.0", "toy-rsa", 4, 4),  # the toy waits for the server's Finished, like 1.2
+        ("keep-alive", "tcp", 2, 1),  # the connection is paid for once
+        ("keep-alive", "toy-ecdhe", 4, 1),
+        ("websocket", "tcp", 3, 1),  # + the upgrade; then a message is one round trip
+        ("websocket", "tls1.3", 4, 1),
+    ],
+)
+def test_the_model_counts_round_trips(mode: str, transport: str, cold: int, warm: int) -> None:
+    assert model_rtts(mode, TRANSPORTS[transport], cold=True) == cold
+    assert model_rtts(mode, TRANSPORTS[transport], cold=False) == warm
+
+
+def test_the_prediction_adds_round_trips_to_the_loopback_twin() -> None:
+    loopback = Cell("keep-alive", "tcp", 0.0, cold_s=0.002, warm_s=[0.001, 0.003, 0.002])
+    far = Cell(
+        "keep-alive", "tcp", 0.05, cold_s=0.2, warm_s=[0.06], model_cold_rtts=2, model_warm_rtts=1
+    )
+    lonely = Cell("websocket", "tcp", 0.05, cold_s=0.2, warm_s=[0.06])
+    apply_model([loopback, far, lonely])
+    assert far.predicted_cold_s == pytest.approx(2 * 0.05 + 0.002)
+    assert far.predicted_warm_s == pytest.approx(1 * 0.05 + 0.002)  # the twin's median
+    assert far.summary()["warm_ratio"] == pytest.approx(0.06 / 0.052)
+    assert lonely.predicted_warm_s is None  # no twin, no model
+    assert lonely.summary()["warm_ratio"] is None
+
+
+def test_percentiles_are_measured_values() -> None:
+    values = [0.005, 0.001, 0.004, 0.002, 0.003]
+    assert percentile(values, 0.5) == 0.003
+    assert percentile(values, 0.99) == 0.005
+    assert percentile([7.0], 0.95) == 7.0
+
+
+@pytest.mark.parametrize(
+    ("text", "rtts"),
+    [("0", [0.0]), ("0,10ms,50ms", [0.0, 0.01, 0.05]), ("0.02s", [0.02]), ("20", [0.02])],
+)
+def test_rtts_read_as_the_help_says(text: str, rtts: list[float]) -> None:
+    assert parse_rtts(text) == pytest.approx(rtts)
+
+
+async def test_a_loopback_matrix_has_every_cell_and_counts_connections() -> None:
+    requests, warmup = 3, 1
+    cells = await run_matrix([0.0], MODES, list(TRANSPORTS), requests, warmup)
+    assert {(c.mode, c.transport) for c in cells} == {(m, t) for m in MODES for t in TRANSPORTS}
+    for cell in cells:
+        assert len(cell.warm_s) == requests
+        assert cell.cold_s > 0
+        assert all(value > 0 for value in cell.warm_s)
+        # From the server's own metrics: one connection per request for HTTP/1.0, one in
+        # all for keep-alive and the WebSocket.
+        expected = 1 + warmup + requests if cell.mode == "http1.0" else 1
+        assert cell.connections == expected, (cell.mode, cell.transport)
+        assert cell.predicted_warm_s == statistics.median(cell.warm_s)  # its own twin
+
+
+@pytest.mark.netlab
+@pytest.mark.usefixtures("lab_possible")
+async def test_with_a_round_trip_http10_pays_for_a_connection_every_time() -> None:
+    rtt = 0.02
+    cells = await run_matrix([rtt], ["http1.0", "keep-alive"], ["tcp", "tls1.3"], 5, 1)
+    far = {(c.mode, c.transport): c for c in cells if c.rtt_s == rtt}
+    for transport in ("tcp", "tls1.3"):
+        http10, keepalive = far[("http1.0", transport)], far[("keep-alive", transport)]
+        assert http10.warm_median_s - keepalive.warm_median_s >= rtt
+        assert keepalive.warm_median_s >= rtt  # nothing beats the wire
+        assert http10.predicted_warm_s is not None
+
+
+async def test_the_command_writes_the_table_json_csv_and_plots(tmp_path: Path) -> None:
+    code, out, err = await run(
+        "bench", "latency", "--rtt", "0", "--requests", "3", "--warmup", "1",
+        "--modes", "keep-alive,websocket", "--transports", "tcp,toy-ecdhe",
+        "--out", str(tmp_path), timeout_s=120,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "keep-alive  tcp" in out
+    assert "4/4" in err  # the progress bar finished
+    check_files(tmp_path, cells=4, requests=3)
+
+
+def check_files(out: Path, *, cells: int, requests: int) -> None:
+    (document,) = out.glob("latency-*.json")
+    assert len(json.loads(document.read_text())["cells"]) == cells
+    (table,) = out.glob("latency-*.csv")
+    with table.open(newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert len(rows) == cells * (1 + requests)
+    assert {r["kind"] for r in rows} == {"cold", "warm"}
+    plots = sorted(p.name.split("-")[-1] for p in out.glob("latency-*.png"))
+    assert plots == ["mode.png", "model.png"]
+    assert all(p.stat().st_size > 10_000 for p in out.glob("latency-*.png"))
+
+
+async def test_bad_arguments_are_refused() -> None:
+    code, _, err = await run("bench", "latency", "--rtt", "fast")
+    assert code == 2
+    assert "not a round-trip time" in err
+    code, _, err = await run("bench", "latency", "--modes", "http2")
+    assert code == 2
+    assert "choose from http1.0, keep-alive, websocket" in err
