@@ -6,11 +6,12 @@ WebSocket message), transport (plain TCP, toy TLS with rsa or ecdhe, real TLS 1.
 network's wire with a one-way delay of RTT / 2 (root). The lab's own server and client run
 in this process, so a cell's time is the client's, from asking to having the answer.
 
-Each cell makes a fresh client: its first request is the cold one (it pays for the
+Each cell makes a fresh client: its first request is a cold one (it pays for the
 connection and the handshakes), then `--warmup` requests are thrown away and `--requests`
-are the warm ones. Each cell is compared with a model: the round trips the protocol needs,
-times the RTT, plus what the same cell costs on loopback (the CPU and the kernel: the
-part that does not grow with distance). The model, counted from the message flows:
+are the warm ones; `--cold` fresh clients in all give the cold median. Each cell is
+compared with a model: the round trips the protocol needs, times the RTT, plus what the
+same cell costs on loopback (the CPU and the kernel: the part that does not grow with
+distance). The model, counted from the message flows:
 
   TCP handshake           1  SYN → SYN-ACK; the ACK goes with the request
   toy TLS (rsa, ecdhe)    2  ClientHello → ServerHello...Done; key exchange + Finished →
@@ -123,7 +124,7 @@ class Cell:
     mode: str
     transport: str
     rtt_s: float
-    cold_s: float = 0.0
+    cold: list[float] = field(default_factory=list)  # first requests of fresh clients
     warm_s: list[float] = field(default_factory=list)
     connections: int = 0  # opened by the server for this cell, from its metrics
     model_cold_rtts: int = 0
@@ -137,6 +138,10 @@ class Cell:
         return (self.mode, self.transport)
 
     @property
+    def cold_s(self) -> float:
+        return statistics.median(self.cold)
+
+    @property
     def warm_median_s(self) -> float:
         return statistics.median(self.warm_s)
 
@@ -147,8 +152,9 @@ class Cell:
             "transport": self.transport,
             "rtt_s": self.rtt_s,
             "connections": self.connections,
-            "requests": 1 + len(warm),
+            "requests": len(self.cold) + len(warm),
             "cold_s": self.cold_s,
+            "cold_samples": len(self.cold),
             "warm_median_s": statistics.median(warm),
             "warm_p95_s": percentile(warm, 0.95),
             "warm_p99_s": percentile(warm, 0.99),
@@ -239,7 +245,13 @@ def _tls_context(where: Place, transport: Transport) -> ssl.SSLContext | None:
 
 
 async def measure(
-    where: Place, mode: str, transport: Transport, rtt_s: float, requests: int, warmup: int
+    where: Place,
+    mode: str,
+    transport: Transport,
+    rtt_s: float,
+    requests: int,
+    warmup: int,
+    colds: int = 1,
 ) -> Cell:
     cell = Cell(
         mode,
@@ -248,14 +260,16 @@ async def measure(
         model_cold_rtts=model_rtts(mode, transport, cold=True),
         model_warm_rtts=model_rtts(mode, transport, cold=False),
     )
+    run = _websocket if mode == "websocket" else _http
     opened_before = where.opened()
-    times = await (_websocket if mode == "websocket" else _http)(
-        where, mode, transport, 1 + warmup + requests
-    )
-    cell.cold_s = times[0]
+    times = await run(where, mode, transport, 1 + warmup + requests)
+    cell.cold.append(times[0])
     cell.warm_s = times[1 + warmup :]
     await asyncio.sleep(0.05 + 2 * rtt_s)  # closes finish: the count is the server's
     cell.connections = where.opened() - opened_before
+    # One cold request is one sample: more fresh clients make its median worth comparing.
+    for _ in range(colds - 1):
+        cell.cold.append((await run(where, mode, transport, 1))[0])
     return cell
 
 
@@ -359,6 +373,13 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
         "--warmup", type=int, default=5, metavar="N", help="requests thrown away (default: 5)"
     )
     parser.add_argument(
+        "--cold",
+        type=int,
+        default=5,
+        metavar="N",
+        help="cold requests per cell, each the first of a fresh client (default: 5)",
+    )
+    parser.add_argument(
         "--modes",
         type=_choices(MODES),
         default=list(MODES),
@@ -389,6 +410,7 @@ async def run_matrix(
     requests: int,
     warmup: int,
     progress: Callable[[int, int, str], None] = lambda _done, _total, _what: None,
+    colds: int = 1,
 ) -> list[Cell]:
     """Every cell, RTT by RTT (one server per RTT), the model applied."""
     rtts = sorted({0.0, *rtts})
@@ -403,7 +425,9 @@ async def run_matrix(
                     for name in transports:
                         progress(len(cells), total, f"{mode} {name} rtt={rtt * 1000:g}ms")
                         cells.append(
-                            await measure(where, mode, TRANSPORTS[name], rtt, requests, warmup)
+                            await measure(
+                                where, mode, TRANSPORTS[name], rtt, requests, warmup, colds
+                            )
                         )
     progress(total, total, "done")
     apply_model(cells)
@@ -476,7 +500,8 @@ def write_files(cells: Sequence[Cell], out: Path, stamp: str) -> list[Path]:
         writer = csv.writer(stream)
         writer.writerow(["mode", "transport", "rtt_s", "kind", "index", "seconds"])
         for c in cells:
-            writer.writerow([c.mode, c.transport, c.rtt_s, "cold", 0, f"{c.cold_s:.6f}"])
+            for index, value in enumerate(c.cold):
+                writer.writerow([c.mode, c.transport, c.rtt_s, "cold", index, f"{value:.6f}"])
             for index, value in enumerate(c.warm_s, start=1):
                 writer.writerow([c.mode, c.transport, c.rtt_s, "warm", index, f"{value:.6f}"])
     written.append(csv_path)
@@ -544,8 +569,11 @@ def plot(cells: Sequence[Cell], out: Path, stamp: str) -> list[Path]:
 
 
 def run_latency(args: argparse.Namespace) -> int:
-    if args.requests < 1 or args.warmup < 0:
-        print("handshake-lab bench latency: --requests ≥ 1 and --warmup ≥ 0", file=sys.stderr)
+    if args.requests < 1 or args.warmup < 0 or args.cold < 1:
+        print(
+            "handshake-lab bench latency: --requests and --cold at least 1, --warmup at least 0",
+            file=sys.stderr,
+        )
         return 2
     reason = lab_unavailable_reason()
     if args.rtt is None:
@@ -571,7 +599,15 @@ def run_latency(args: argparse.Namespace) -> int:
         )
         return 2
     cells = asyncio.run(
-        run_matrix(args.rtt, args.modes, args.transports, args.requests, args.warmup, progress_bar)
+        run_matrix(
+            args.rtt,
+            args.modes,
+            args.transports,
+            args.requests,
+            args.warmup,
+            progress_bar,
+            colds=args.cold,
+        )
     )
     print(table(cells))
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

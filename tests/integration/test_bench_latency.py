@@ -47,11 +47,11 @@ def test_the_model_counts_round_trips(mode: str, transport: str, cold: int, warm
 
 
 def test_the_prediction_adds_round_trips_to_the_loopback_twin() -> None:
-    loopback = Cell("keep-alive", "tcp", 0.0, cold_s=0.002, warm_s=[0.001, 0.003, 0.002])
+    loopback = Cell("keep-alive", "tcp", 0.0, cold=[0.002], warm_s=[0.001, 0.003, 0.002])
     far = Cell(
-        "keep-alive", "tcp", 0.05, cold_s=0.2, warm_s=[0.06], model_cold_rtts=2, model_warm_rtts=1
+        "keep-alive", "tcp", 0.05, cold=[0.2], warm_s=[0.06], model_cold_rtts=2, model_warm_rtts=1
     )
-    lonely = Cell("websocket", "tcp", 0.05, cold_s=0.2, warm_s=[0.06])
+    lonely = Cell("websocket", "tcp", 0.05, cold=[0.2], warm_s=[0.06])
     apply_model([loopback, far, lonely])
     assert far.predicted_cold_s == pytest.approx(2 * 0.05 + 0.002)
     assert far.predicted_warm_s == pytest.approx(1 * 0.05 + 0.002)  # the twin's median
@@ -77,11 +77,12 @@ def test_rtts_read_as_the_help_says(text: str, rtts: list[float]) -> None:
 
 async def test_a_loopback_matrix_has_every_cell_and_counts_connections() -> None:
     requests, warmup = 3, 1
-    cells = await run_matrix([0.0], MODES, list(TRANSPORTS), requests, warmup)
+    cells = await run_matrix([0.0], MODES, list(TRANSPORTS), requests, warmup, colds=2)
     assert {(c.mode, c.transport) for c in cells} == {(m, t) for m in MODES for t in TRANSPORTS}
     for cell in cells:
         assert len(cell.warm_s) == requests
-        assert cell.cold_s > 0
+        assert len(cell.cold) == 2
+        assert all(value > 0 for value in cell.cold)
         assert all(value > 0 for value in cell.warm_s)
         # From the server's own metrics: one connection per request for HTTP/1.0, one in
         # all for keep-alive and the WebSocket.
@@ -105,23 +106,23 @@ async def test_with_a_round_trip_http10_pays_for_a_connection_every_time() -> No
 
 async def test_the_command_writes_the_table_json_csv_and_plots(tmp_path: Path) -> None:
     code, out, err = await run(
-        "bench", "latency", "--rtt", "0", "--requests", "3", "--warmup", "1",
+        "bench", "latency", "--rtt", "0", "--requests", "3", "--warmup", "1", "--cold", "2",
         "--modes", "keep-alive,websocket", "--transports", "tcp,toy-ecdhe",
         "--out", str(tmp_path), timeout_s=120,
     )  # fmt: skip
     assert code == 0, err
     assert "keep-alive  tcp" in out
     assert "4/4" in err  # the progress bar finished
-    check_files(tmp_path, cells=4, requests=3)
+    check_files(tmp_path, cells=4, colds=2, requests=3)
 
 
-def check_files(out: Path, *, cells: int, requests: int) -> None:
+def check_files(out: Path, *, cells: int, colds: int, requests: int) -> None:
     (document,) = out.glob("latency-*.json")
     assert len(json.loads(document.read_text())["cells"]) == cells
     (table,) = out.glob("latency-*.csv")
     with table.open(newline="") as stream:
         rows = list(csv.DictReader(stream))
-    assert len(rows) == cells * (1 + requests)
+    assert len(rows) == cells * (colds + requests)
     assert {r["kind"] for r in rows} == {"cold", "warm"}
     plots = sorted(p.name.split("-")[-1] for p in out.glob("latency-*.png"))
     assert plots == ["mode.png", "model.png"]
