@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -309,3 +310,22 @@ def write_json(out_dir: Path, stem: str, data: dict[str, Any]) -> Path:
     path.write_text(text)
     (out_dir / f"{stem}.json").write_text(text)
     return path
+
+
+def scrape_metrics(port: int, timeout_s: float = 5.0) -> dict[str, float] | None:
+    """A Prometheus endpoint on 127.0.0.1 read once: each sample name's value summed over
+    its label sets (`{name: total}`), or None when it cannot be read."""
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=timeout_s) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name_and_labels, _sep, value = line.rpartition(" ")
+        name = name_and_labels.split("{", 1)[0]
+        with contextlib.suppress(ValueError):
+            totals[name] = totals.get(name, 0.0) + float(value)
+    return totals
