@@ -44,14 +44,14 @@ def feed_all(parser: ResponseParser, data: bytes, *, byte_by_byte: bool) -> list
         ),
     ],
 )
-def test_frames_by_content_length(raw: bytes, expected: list[Response], byte_by_byte: bool):
+def test_frames_by_content_length(raw: bytes, expected: list[Response], byte_by_byte: bool) -> None:
     parser = ResponseParser()
     assert feed_all(parser, raw, byte_by_byte=byte_by_byte) == expected
     assert parser.feed_eof() is None  # nothing left over
 
 
 @pytest.mark.parametrize("byte_by_byte", [False, True], ids=["whole", "byte_by_byte"])
-def test_body_without_length_runs_to_the_end(byte_by_byte: bool):
+def test_body_without_length_runs_to_the_end(byte_by_byte: bool) -> None:
     # RFC 9112 §6.3 rule 8: no Content-Length, no Transfer-Encoding: read until close.
     parser = ResponseParser()
     assert feed_all(parser, b"HTTP/1.0 200 OK\r\n\r\nhello", byte_by_byte=byte_by_byte) == []
@@ -69,14 +69,14 @@ def test_body_without_length_runs_to_the_end(byte_by_byte: bool):
         pytest.param(b"HTTP/1.1 200 OK\r\n" + b"a" * MAX_HEAD_BYTES, "head_too_large"),
     ],
 )
-def test_bad_heads_are_framing_errors(raw: bytes, kind: str):
+def test_bad_heads_are_framing_errors(raw: bytes, kind: str) -> None:
     with pytest.raises(FramingError) as caught:
         ResponseParser().feed(raw)
     assert caught.value.kind == kind
 
 
 @pytest.mark.parametrize("raw", [KEEP[:-1], KEEP[:20]], ids=["inside_body", "inside_head"])
-def test_end_inside_a_response_is_truncation(raw: bytes):
+def test_end_inside_a_response_is_truncation(raw: bytes) -> None:
     parser = ResponseParser()
     assert parser.feed(raw) == []
     with pytest.raises(FramingError) as caught:
@@ -84,7 +84,7 @@ def test_end_inside_a_response_is_truncation(raw: bytes):
     assert caught.value.kind == "truncated"
 
 
-def test_requests_are_encoded_once_per_mode():
+def test_requests_are_encoded_once_per_mode() -> None:
     assert LoadConfig(port=8080).request() == b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
     assert LoadConfig(port=8080, mode="http10", path="/x").request() == (
         b"GET /x HTTP/1.0\r\nHost: 127.0.0.1:8080\r\n\r\n"
