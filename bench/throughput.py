@@ -510,7 +510,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 r["load"]["latency_p99_us"] / 1000 for r in group
             ),
             "errors": sum(r["errors_total"] for r in group),
+            "server_cpu_utilisation_median": statistics.median(
+                r["server_cpu_utilisation"] for r in group
+            ),
             "generator_cpu_max": max(r["generator_cpu_utilisation"] for r in group),
+            "generator_core_busy_max": max(r["generator_core_busy"] for r in group),
             "generator_saturated": any(r["generator_saturated"] for r in group),
             "time_wait_peak_max": max(peaks) if peaks else None,
         }
@@ -582,15 +586,17 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
-        "| cell | req/s median (min to max) | p50 / p99 ms | generator CPU max | TIME_WAIT peak |",
-        "| --- | --- | --- | --- | --- |",
+        "| cell | req/s median (min to max) | p50 / p99 ms | server CPU "
+        "| generator CPU (its core) | TIME_WAIT peak |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for key, c in cells_.items():
         peak = "-" if c["time_wait_peak_max"] is None else f"{c['time_wait_peak_max']:,}"
         lines.append(
             f"| {key} | {c['requests_per_s_median']:,.0f} ({c['requests_per_s_min']:,.0f} to "
             f"{c['requests_per_s_max']:,.0f}) | {c['latency_p50_ms_median']:.1f} / "
-            f"{c['latency_p99_ms_median']:.1f} | {c['generator_cpu_max']:.0%} | {peak} |"
+            f"{c['latency_p99_ms_median']:.1f} | {c['server_cpu_utilisation_median']:.0%} "
+            f"| {c['generator_cpu_max']:.0%} ({c['generator_core_busy_max']:.0%}) | {peak} |"
         )
     if summary["ratios"]:
         lines += ["", "| ratio, same round | median | per round |", "| --- | --- | --- |"]
