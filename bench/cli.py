@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bench.latency import add_latency_arguments, run_latency
+from bench.throughput import add_throughput_arguments, run_throughput
 
 if TYPE_CHECKING:
     import argparse
@@ -23,3 +24,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_latency_arguments(latency)
     latency.set_defaults(func=run_latency)
+    throughput = commands.add_parser(
+        "throughput",
+        help="requests/s of our server (telemetry on and off) beside uvicorn and aiohttp, "
+        "HTTP/1.0 and keep-alive, plain and TLS",
+        description="Requests per second for each server, mode and transport, with wrk when "
+        "installed or the lab's own load generator, the server's CPU per request, and the "
+        "TIME_WAIT sockets that HTTP/1.0 leaves (from ss). Prints a table; writes JSON.",
+    )
+    add_throughput_arguments(throughput)
+    throughput.set_defaults(func=run_throughput)
