@@ -200,21 +200,26 @@ def wait_ready(
 
 
 class TimeWaitSampler:
-    """Counts the TIME_WAIT sockets on a local port with `ss` every `interval_s`, in a thread,
-    on the generator's CPU (it must not take the server's)."""
+    """Counts the TIME_WAIT sockets of the server's port with `ss` every `interval_s`, in a
+    thread, on the generator's CPU (it must not take the server's): on the server's end
+    (local port = PORT: the server closed first) and on the clients' (remote port = PORT:
+    the client closed first). Whoever sends the first FIN holds TIME_WAIT."""
 
     def __init__(self, port: int, interval_s: float, cpu: int | None) -> None:
         self.port = port
         self.interval_s = interval_s
         self.cpu = cpu
-        self.samples: list[tuple[float, int]] = []  # (seconds into the window, count)
+        # (seconds into the window, on the server's end, on the clients' end)
+        self.samples: list[tuple[float, int, int]] = []
         self.error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._started = 0.0
 
-    def count(self) -> int | None:
-        argv = ["ss", "-tanH", "state", "time-wait", f"( sport = :{self.port} )"]
+    def count(self) -> tuple[int, int] | None:
+        """(server's end, clients' end), or None when ss fails."""
+        port = self.port
+        argv = ["ss", "-tanH", "state", "time-wait", f"( sport = :{port} or dport = :{port} )"]
         try:
             done = subprocess.run(
                 pinned(argv, self.cpu), capture_output=True, text=True, timeout=10, check=True
@@ -222,12 +227,21 @@ class TimeWaitSampler:
         except (OSError, subprocess.SubprocessError) as exc:
             self.error = f"ss failed: {exc}"
             return None
-        return sum(1 for line in done.stdout.splitlines() if line.strip())
+        server = client = 0
+        suffix = f":{port}"
+        for line in done.stdout.splitlines():
+            fields = line.split()  # Recv-Q Send-Q Local:Port Peer:Port (no State column)
+            if len(fields) >= 4:
+                if fields[2].endswith(suffix):
+                    server += 1
+                else:
+                    client += 1
+        return server, client
 
     def _sample(self) -> None:
-        count = self.count()
-        if count is not None:
-            self.samples.append((time.monotonic() - self._started, count))
+        counts = self.count()
+        if counts is not None:
+            self.samples.append((time.monotonic() - self._started, *counts))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -242,10 +256,10 @@ class TimeWaitSampler:
         self._stop.set()
         self._thread.join()
         self._sample()  # at the window's end: TIME_WAIT lasts 60 s, so this is the peak
-        counts = [count for _t, count in self.samples]
         return {
             "time_wait_samples": self.samples,
-            "time_wait_peak": max(counts) if counts else None,
+            "time_wait_peak": max((s[1] for s in self.samples), default=None),
+            "time_wait_client_peak": max((s[2] for s in self.samples), default=None),
             "time_wait_error": self.error,
         }
 
@@ -463,7 +477,10 @@ def describe(record: dict[str, Any]) -> str:
         f"{record['generator_core_busy']:.0%} (generator's)"
     )
     if record.get("time_wait_peak") is not None:
-        text += f", TIME_WAIT peak {record['time_wait_peak']}"
+        text += (
+            f", TIME_WAIT peak {record['time_wait_peak']} on the server's end, "
+            f"{record['time_wait_client_peak']} on the clients'"
+        )
     if record["errors_total"]:
         text += f", ERRORS {load['errors']}"
     if record["generator_saturated"]:
@@ -492,6 +509,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for (mode, transport, server), group in groups.items():
         rps = [r["requests_per_s"] for r in group]
         peaks = [r["time_wait_peak"] for r in group if r.get("time_wait_peak") is not None]
+        client_peaks = [
+            r["time_wait_client_peak"] for r in group if r.get("time_wait_client_peak") is not None
+        ]
         summary_cells[f"{mode}/{transport}/{server}"] = {
             "mode": mode,
             "transport": transport,
@@ -517,6 +537,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "generator_core_busy_max": max(r["generator_core_busy"] for r in group),
             "generator_saturated": any(r["generator_saturated"] for r in group),
             "time_wait_peak_max": max(peaks) if peaks else None,
+            "time_wait_client_peak_max": max(client_peaks) if client_peaks else None,
         }
     by_round: dict[tuple[str, str, int], dict[str, dict[str, Any]]] = {}
     for run in runs:
@@ -587,11 +608,13 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     lines += [
         "",
         "| cell | req/s median (min to max) | p50 / p99 ms | server CPU "
-        "| generator CPU (its core) | TIME_WAIT peak |",
+        "| generator CPU (its core) | TIME_WAIT peak: server's end / clients' |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for key, c in cells_.items():
-        peak = "-" if c["time_wait_peak_max"] is None else f"{c['time_wait_peak_max']:,}"
+        peak = "-"
+        if c["time_wait_peak_max"] is not None:
+            peak = f"{c['time_wait_peak_max']:,} / {c['time_wait_client_peak_max']:,}"
         lines.append(
             f"| {key} | {c['requests_per_s_median']:,.0f} ({c['requests_per_s_min']:,.0f} to "
             f"{c['requests_per_s_max']:,.0f}) | {c['latency_p50_ms_median']:.1f} / "
