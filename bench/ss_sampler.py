@@ -114,13 +114,13 @@ async def run_window(port: int, seconds: float, *, sampler_on: bool) -> dict[str
         intervals = [e.attrs["interval_s"] for e in taken if e.attrs["interval_s"] is not None]
         result |= {
             "samples": len(taken),
-            "first_sample_s": taken[0].attrs["duration_s"],
+            "first_sample_s": taken[0].attrs["cpu_s"],
             "first_sample_changes": taken[0].attrs["changes"],
-            "later_sample_s": statistics.median(e.attrs["duration_s"] for e in taken[1:])
+            "later_sample_s": statistics.median(e.attrs["cpu_s"] for e in taken[1:])
             if len(taken) > 1
             else None,
             "achieved_interval_s": statistics.median(intervals) if intervals else None,
-            "sampling_share": sum(e.attrs["duration_s"] for e in taken) / wall,
+            "sampling_share": sum(e.attrs["cpu_s"] for e in taken) / wall,
         }
     return result
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
@@ -41,40 +42,82 @@ async def trace(bus: Bus, url: str, out: TextIO) -> AsyncIterator[Timeline]:
     unsubscribe = bus.subscribe(timeline)
     sampler = SocketSampler(bus, [port], interval_s=TRACE_INTERVAL_S, cpu_budget=TRACE_BUDGET)
     try:
+        await sampler.sample_now()  # what is there before we start: the LISTEN, old sockets
         async with sampler:
             yield timeline
             await asyncio.sleep(SETTLE_S)
             await sampler.sample_now()
     finally:
         unsubscribe()
-    print(render_trace(timeline.events), file=out)
+    print(render_trace(timeline.events, port), file=out)
 
 
-def ours(events: list[Event]) -> list[Event]:
-    """Our connections only: ss on a shared port also lists other clients' sockets."""
+def _plain(address: str | None) -> str | None:
+    """`[::ffff:127.0.0.1]:80` (a dual-stack socket's view of an IPv4 peer) → `127.0.0.1:80`."""
+    if address and address.startswith("[::ffff:") and "]:" in address:
+        host, port = address[len("[::ffff:") :].split("]:", 1)
+        return f"{host}:{port}"
+    return address
+
+
+def ours(events: list[Event], port: int) -> list[Event]:
+    """Our connections only: ss on a shared port also lists other clients' sockets, and
+    other listeners on the same port number (another address, IPv6)."""
     mine = {e.local for e in events if e.name is Name.CONNECT_COMPLETED and e.role is Role.CLIENT}
+    servers = {
+        e.remote for e in events if e.name is Name.CONNECT_COMPLETED and e.role is Role.CLIENT
+    }
+    server_hosts = {str(a).rsplit(":", 1)[0] for a in servers}
     kept = []
     for event in events:
-        if event.name is Name.KERNEL_STATE_CHANGED and event.attrs.get("to") != "listen":
-            client_end = event.local if event.role is Role.CLIENT else event.remote
-            if client_end not in mine:
-                continue
+        if event.name is Name.KERNEL_STATE_CHANGED:
+            local = _plain(event.local)
+            if event.attrs.get("to") == "listen" or event.attrs.get("from") == "listen":
+                host, _, listen_port = str(local).rpartition(":")
+                if listen_port != str(port) or not _listens_for(host, server_hosts):
+                    continue
+            else:
+                client_end = local if event.role is Role.CLIENT else _plain(event.remote)
+                if client_end not in mine:
+                    continue
         kept.append(event)
     return kept
 
 
-def render_trace(events: list[Event]) -> str:
-    kept = ours(events)
+def _listens_for(host: str, server_hosts: set[str]) -> bool:
+    """Would a listener bound to `host` take our connections (to `server_hosts`)?"""
+    wildcard = host in ("*", "0.0.0.0", "[::]") or host.startswith("*%")
+    plain = _plain(f"{host}:0") or ""
+    return wildcard or plain.rsplit(":", 1)[0] in server_hosts
+
+
+def render_trace(events: list[Event], port: int) -> str:
+    kept = ours(events, port)
+    samples = [e for e in events if e.name is Name.KERNEL_SAMPLE_TAKEN]
     footer = [
         "no wire segments: this run was not in the lab network, so no arrow is drawn "
         "(as root, `handshake-lab lab handshake` shows the real segments)",
-        f"kernel states are ss samples every {TRACE_INTERVAL_S * 1000:.0f} ms or more: states "
-        "shorter than that (SYN_SENT on loopback lasts microseconds) are not seen",
     ]
-    if any(e.name is Name.KERNEL_SAMPLER_UNAVAILABLE for e in events):
-        footer.append("no kernel states: ss (iproute2) is not available here")
-    elif not any(e.role is Role.SERVER and e.name is Name.KERNEL_STATE_CHANGED for e in kept):
+    unavailable = [e for e in events if e.name is Name.KERNEL_SAMPLER_UNAVAILABLE]
+    if unavailable:
+        footer.append(f"no kernel states: {unavailable[0].attrs.get('reason')}")
+    else:
+        gaps = sorted(b.ts - a.ts for a, b in itertools.pairwise(samples))
+        spacing = f", {gaps[len(gaps) // 2] * 1000:.0f} ms apart (median)" if gaps else ""
         footer.append(
-            "no server-side states: the server's sockets are not on this machine (or not seen)"
+            f"kernel states: {len(samples)} ss samples{spacing}; a state is drawn when ss "
+            "answered and held at some moment of that run: states shorter than the spacing "
+            "(SYN_SENT on loopback lasts microseconds) are not seen"
         )
+        if not any(e.attrs.get("to") == "listen" for e in kept):
+            footer.append(
+                f"no LISTEN socket on :{port} seen on this machine: the server runs elsewhere "
+                "(or nothing listens), so only the client's side is shown"
+            )
+        elif not any(
+            e.role is Role.SERVER and e.attrs.get("to") != "listen"
+            for e in kept
+            if e.name is Name.KERNEL_STATE_CHANGED
+        ):
+            footer.append("no server-side connection states seen (between two samples)")
     return ladder.render(kept, wire_seen=False, footer=footer)

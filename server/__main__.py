@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from pathlib import Path
 
@@ -165,8 +166,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.1,
         metavar="SECONDS",
         help="sample the kernel's sockets on the listening ports with ss every SECONDS "
-        "(kernel.state.changed events, handshake_lab_tcp_sockets); 0 turns it off "
-        "(default: %(default)s)",
+        "(kernel.state.changed events, handshake_lab_tcp_sockets), or as often as "
+        "--ss-budget allows (a sample costs ~6 ms of CPU with no sockets, so 2 %% gives one "
+        "every ~0.3 s); 0 turns it off (default: %(default)s)",
     )
     kernel.add_argument(
         "--ss-budget",
@@ -212,7 +214,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.ss_interval < 0 or not 0 < args.ss_budget <= 1:
+    if not (0 <= args.ss_interval < math.inf and 0 < args.ss_budget <= 1):  # nan fails too
         print(
             "handshake-lab server: --ss-interval must be >= 0 and --ss-budget in (0, 1]",
             file=sys.stderr,

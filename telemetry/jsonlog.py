@@ -123,6 +123,8 @@ def format_text(event: Event) -> str:
     conn = f"#{event.conn_id}" if event.conn_id is not None else "-"
     fields = " ".join(f"{key}={_short(value)}" for key, value in event.attrs.items())
     peer = f" {event.remote}" if event.remote else ""
+    if event.local and event.layer in ("kernel", "wire"):  # no conn_id: both ends say which
+        peer = f" {event.local} -> {event.remote}"
     return (
         f"{clock} {event.role.value:6} {conn:>5} {event.name.value}{peer} {fields}".rstrip() + "\n"
     )

@@ -225,8 +225,8 @@ class Metrics:
             ["role"],
         )
         self.ss_duration = HistogramVec(
-            f"{PREFIX}_ss_sample_duration_seconds",
-            "What one ss sample cost: running ss, parsing, diffing, emitting (wall time). "
+            f"{PREFIX}_ss_sample_cpu_seconds",
+            "The CPU one ss sample cost: ss itself, forking it, parsing, diffing, emitting. "
             "_sum / elapsed time is the share of a core spent sampling.",
             ["role"],
             DURATION_BUCKETS_S,
@@ -299,6 +299,11 @@ class Metrics:
             self.tcp_state_changes.inc((role, attrs["from"], attrs["to"]))
         elif name is Name.KERNEL_SAMPLE_TAKEN:
             self._observe_sample(role, attrs)
+        elif name is Name.KERNEL_SAMPLER_UNAVAILABLE:
+            # No more samples: the last one's figures would stand forever, as if current.
+            for gauge in (self.tcp_sockets, self.listen_queue, self.listen_queue_limit):
+                gauge.values.clear()
+            self.ss_interval.values.pop((role,), None)
         elif name in ERROR_EVENTS:
             self.errors.inc((role, attrs["kind"]))
 
@@ -318,7 +323,7 @@ class Metrics:
                 gauge.values[(port,)] = float(queue[key])
         if attrs["interval_s"] is not None:
             self.ss_interval.values[(role,)] = attrs["interval_s"]
-        self.ss_duration.observe((role,), attrs["duration_s"])
+        self.ss_duration.observe((role,), attrs["cpu_s"])
 
     def _observe_tls(self, name: Name, role: str, attrs: dict[str, Any]) -> None:
         if name is Name.TLS_HANDSHAKE_COMPLETED:

@@ -31,10 +31,10 @@ only `sample_ss` and `SocketSampler` touch processes and the loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import re
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Self
@@ -87,6 +87,7 @@ _LATER: Final[dict[str, frozenset[str]]] = {
 THREAD_PARSE_BYTES: Final = 64 * 1024
 EMIT_SLICE: Final = 500
 SS_TIMEOUT_S: Final = 10.0
+MAX_FAILURES: Final = 4  # failed ss runs in a row (with backoff between) before giving up
 
 _RTT = re.compile(r"\brtt:(\d+(?:\.\d+)?)/")
 _CWND = re.compile(r"\bcwnd:(\d+)")
@@ -271,10 +272,15 @@ def ss_argv(ports: Collection[int], *, netns: str | None = None) -> list[str]:
     return ["ss", *(("-N", netns) if netns else ()), "-tanoiH", f"( {terms} )"]
 
 
-def _cpu_s() -> float:
-    """CPU used so far by this process (all threads) and its reaped children (ss runs)."""
+def _children_cpu_s() -> float:
+    """CPU used so far by this process's reaped children (the ss runs)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
+    return children.ru_utime + children.ru_stime
+
+
+# The loop thread's CPU for each fork/exec of ss, for the sampler to bill (run_ss is a
+# plain function others call too, so it reports through this list rather than a result).
+_spawn_cpu: list[float] = []
 
 
 async def run_ss(ports: Collection[int], *, netns: str | None = None) -> str:
@@ -284,19 +290,23 @@ async def run_ss(ports: Collection[int], *, netns: str | None = None) -> str:
         FileNotFoundError: ss is not installed (not on PATH).
         SamplerError: ss failed (an unknown namespace, say) or did not answer in time.
     """
+    spawn_started = time.thread_time()
     process = await asyncio.create_subprocess_exec(
         *ss_argv(ports, netns=netns),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
+    _spawn_cpu.append(time.thread_time() - spawn_started)
     try:
         async with asyncio.timeout(SS_TIMEOUT_S):
             out, err = await process.communicate()
     except TimeoutError:
-        process.kill()
-        await process.wait()
         raise SamplerError(f"ss did not answer within {SS_TIMEOUT_S:g} s") from None
+    finally:
+        if process.returncode is None:  # timed out or cancelled: no ss left behind
+            process.kill()
+            await asyncio.shield(process.wait())
     if process.returncode != 0:
         message = err.decode(errors="replace").strip().splitlines()
         raise SamplerError(
@@ -333,11 +343,11 @@ class StateChange:
     sample: SocketSample
 
     def attrs(self) -> dict[str, Any]:
-        """The `kernel.state.changed` event's fields (a gone socket has nothing queued
-        and no timer)."""
+        """The `kernel.state.changed` event's fields (of a gone socket ss said nothing: its
+        queues and timer are None)."""
         s = self.sample
         if self.to_state == CLOSED:
-            return {"from": self.from_state, "to": CLOSED, "recv_q": 0, "send_q": 0,
+            return {"from": self.from_state, "to": CLOSED, "recv_q": None, "send_q": None,
                     "timer": None, "timer_left_s": None, "retransmits": None,
                     "rtt_ms": None, "cwnd": None}  # fmt: skip
         return {"from": self.from_state, "to": self.to_state, "recv_q": s.recv_q,
@@ -496,6 +506,7 @@ class SocketSampler:
         # server's when both are.
         self.role = role or Role.SERVER
         self.unavailable: str | None = None  # why, once ss failed
+        self.failures = 0  # failed runs in a row
         self._clock = clock
         # With the real clock, a sample's cost is the CPU it used; a test's clock decides.
         self.measure_cpu = clock is time.perf_counter
@@ -531,8 +542,12 @@ class SocketSampler:
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # a sampler must never take its owner's shutdown down
+                print(f"handshake-lab: the kernel sampler had failed: {exc!r}", file=sys.stderr)
 
     async def _run(self) -> None:
         while self.unavailable is None:
@@ -552,10 +567,11 @@ class SocketSampler:
             if self.unavailable is not None:
                 return []
             self.pacer.start(self._clock())
-            # The cost is CPU: ss's own (a reaped child's rusage) and this process's, all
-            # threads (spawning, reaping, reading, parsing, emitting, and whatever else ran
-            # meanwhile: an upper bound, so a busy server gets sampled less). Waiting is free.
-            cpu_start = _cpu_s()
+            # The cost is CPU, the sampler's own: ss's (rusage of the reaped child; two
+            # samplers in one process may bill each other's, an upper bound), forking it,
+            # parsing and emitting. Waiting is free, and so is the server's work meanwhile.
+            children_start = _children_cpu_s()
+            _spawn_cpu.clear()
             try:
                 text = await run_ss(self.ports, netns=self.netns)
             except FileNotFoundError:
@@ -563,18 +579,35 @@ class SocketSampler:
                     f"ss (iproute2) is not installed or not on PATH: {UNAVAILABLE_WHAT_IS_LOST}"
                 )
                 return []
-            except SamplerError as exc:
-                self._give_up(f"{exc}: {UNAVAILABLE_WHAT_IS_LOST}")
+            except (SamplerError, OSError) as exc:
+                # Maybe passing (no file descriptor left, fork refused, a slow kernel): try
+                # again later, and give up only when it keeps failing.
+                self.failures += 1
+                self.pacer.finish(self._clock(), None)
+                self.pacer.next_due = self._clock() + self.pacer.interval_s * 2**self.failures
+                if self.failures >= MAX_FAILURES:
+                    self._give_up(
+                        f"ss failed {self.failures} times in a row, last: {exc}: "
+                        "no kernel socket states from now on"
+                    )
                 return []
-            # Stamped when ss has answered: every state it reports held by then (a midpoint
-            # would draw a state before the action that caused it).
-            ts = time.time()
+            self.failures = 0
+            ts = time.time()  # ss has answered: each state it reports held during its run
+            own_start = time.thread_time()
             if len(text) > THREAD_PARSE_BYTES:
-                samples, changes = await asyncio.to_thread(self._digest, text)
+                samples, changes, worker_cpu = await asyncio.to_thread(self._digest_timed, text)
             else:
                 samples, changes = self._digest(text)
+                worker_cpu = 0.0
             await self._emit_changes(changes, ts)
-            cpu = _cpu_s() - cpu_start
+            cpu = (
+                _children_cpu_s()
+                - children_start
+                + sum(_spawn_cpu)
+                + worker_cpu
+                + time.thread_time()
+                - own_start
+            )
             cost = self.pacer.finish(self._clock(), cpu if self.measure_cpu else None)
             self._emit_sample(len(samples), len(changes), cost, ts)
             return samples
@@ -582,6 +615,11 @@ class SocketSampler:
     def _digest(self, text: str) -> tuple[list[SocketSample], list[StateChange]]:
         samples = parse_ss(text)
         return samples, self.tracker.update(samples)
+
+    def _digest_timed(self, text: str) -> tuple[list[SocketSample], list[StateChange], float]:
+        started = time.thread_time()  # the worker thread's own CPU
+        samples, changes = self._digest(text)
+        return samples, changes, time.thread_time() - started
 
     async def _emit_changes(self, changes: Sequence[StateChange], ts: float) -> None:
         bus = self.bus
@@ -612,7 +650,7 @@ class SocketSampler:
                     "listen_queues": self.tracker.listen_queues(),
                     "sockets_total": sockets,
                     "changes": changes,
-                    "duration_s": cost_s,
+                    "cpu_s": cost_s,
                     "interval_s": self.pacer.achieved_interval_s,
                     "next_in_s": self.pacer.period_s(cost_s),
                 },

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 from typing import TYPE_CHECKING
 
@@ -193,3 +194,38 @@ async def test_the_tls_scenarios_pcap_opens_with_the_key_log(tmp_path: Path) -> 
     # Without the keys only the plain request reads as HTTP; with them, the real TLS one too.
     assert await requests_seen() == ["8080"]
     assert sorted(await requests_seen("-o", f"tls.keylog_file:{keys}")) == ["8080", "8444"]
+
+
+async def test_client_trace_matches_a_dual_stack_servers_sockets(tmp_path: Path) -> None:
+    """A server bound to :: sees IPv4 clients as [::ffff:127.0.0.1]: still ours."""
+    require_tool("ss")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "http.server", "--bind", "::", str(port),
+        cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(10):
+            while True:  # ready when it accepts
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+                writer.close()
+                break
+        code, out, err = await run(
+            "client", "get", f"http://127.0.0.1:{port}/", "--http1.0", "--trace"
+        )
+    finally:
+        server.terminate()
+        await server.wait()
+    assert code == 0, err
+    # http.server closes first: its end goes to TIME_WAIT, drawn in the server's column.
+    waits = [line for line in out.splitlines() if "TIME_WAIT" in line]
+    assert waits
+    assert all(line.index("TIME_WAIT") > 60 for line in waits)
+    assert "LISTEN on :" in out
+    assert "no LISTEN socket" not in out

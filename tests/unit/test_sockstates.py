@@ -227,7 +227,7 @@ def test_a_state_change_carries_the_socket_as_it_is_now() -> None:
     assert {"recv_q", "send_q", "rtt_ms", "cwnd"} <= attrs.keys()
 
 
-def test_a_gone_socket_closes_with_nothing_queued_and_no_timer() -> None:
+def test_a_gone_socket_closes_with_nothing_said_of_its_queues_or_timer() -> None:
     tracker = SocketTracker([8080])
     tracker.update([SocketSample("close_wait", *SERVER_END, 1, 5, timer="on", timer_left_s=0.2)])
     (change,) = tracker.update([])
@@ -235,8 +235,8 @@ def test_a_gone_socket_closes_with_nothing_queued_and_no_timer() -> None:
     assert (attrs["from"], attrs["to"], attrs["recv_q"], attrs["send_q"], attrs["timer"]) == (
         "close_wait",
         CLOSED,
-        0,
-        0,
+        None,  # ss said nothing of a socket that is gone: not 0
+        None,
         None,
     )
     assert change.sample.local == SERVER_END[0]  # where it was
@@ -360,7 +360,7 @@ def sample_event(
             "listen_queues": queues,
             "sockets_total": 0,
             "changes": 0,
-            "duration_s": 0.004,
+            "cpu_s": 0.004,
             "interval_s": interval_s,
             "next_in_s": 0.1,
         },
@@ -387,7 +387,7 @@ def test_metrics_gauges_follow_the_latest_sample() -> None:
             ), (role, state)
     assert sample(registry, "handshake_lab_tcp_listen_queue_length", port="8080") == 2
     assert sample(registry, "handshake_lab_tcp_listen_queue_limit", port="8080") == 4
-    assert sample(registry, "handshake_lab_ss_sample_duration_seconds_count") == 1
+    assert sample(registry, "handshake_lab_ss_sample_cpu_seconds_count") == 1
     assert sample(registry, "handshake_lab_ss_sample_interval_seconds") == 0  # none yet
 
     tracker.update([])  # everything gone, the listener too
@@ -400,7 +400,28 @@ def test_metrics_gauges_follow_the_latest_sample() -> None:
         for s in m.samples
     )
     assert sample(registry, "handshake_lab_ss_sample_interval_seconds", role="server") == 1.4
-    assert sample(registry, "handshake_lab_ss_sample_duration_seconds_count") == 2
+    assert sample(registry, "handshake_lab_ss_sample_cpu_seconds_count") == 2
+
+
+def test_a_sampler_that_gave_up_leaves_no_stale_gauges() -> None:
+    registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    tracker = SocketTracker([8080])
+    tracker.update(capture("listen_estab"))
+    metrics.observe(sample_event(tracker.counts(), tracker.listen_queues(), interval_s=0.3))
+    assert sample(registry, "handshake_lab_tcp_sockets", role="client", state="established") == 3
+    metrics.observe(
+        Event(Name.KERNEL_SAMPLER_UNAVAILABLE, Role.SERVER, 1.0, attrs={"reason": "ss failed"})
+    )
+    gauges = {
+        "handshake_lab_tcp_sockets",
+        "handshake_lab_tcp_listen_queue_length",
+        "handshake_lab_tcp_listen_queue_limit",
+        "handshake_lab_ss_sample_interval_seconds",
+    }
+    left = [s.name for m in registry.collect() for s in m.samples if s.name in gauges]
+    assert left == []  # what the last sample said is no longer shown as current
+    assert sample(registry, "handshake_lab_ss_sample_cpu_seconds_count") == 1  # history stays
 
 
 def test_a_client_side_sample_leaves_the_server_side_gauges_alone() -> None:
