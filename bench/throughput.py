@@ -118,6 +118,8 @@ RATIOS: Final = (
 GOAL: Final = ("keepalive", "plain", "ours_on/uvicorn_log", 1.0)
 OURS_ARGS: Final = ("--max-requests-per-connection", "1000000")
 GENERATOR_STARTUP_S: Final = 1.0  # time allowed for the generator process to import and connect
+CONTENDED_SERVER_CORE: Final = 0.15
+CONTENDED_GENERATOR_CORE: Final = 0.25
 QUICK_DURATION_S: Final = 2.0
 QUICK_WARMUP_S: Final = 0.5
 
@@ -485,6 +487,8 @@ def describe(record: dict[str, Any]) -> str:
         text += f", ERRORS {load['errors']}"
     if record["generator_saturated"]:
         text += ", GENERATOR SATURATED"
+    if contended(record):
+        text += ", another process used the cores"
     return text
 
 
@@ -498,6 +502,17 @@ def cells(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def servers_for(transport: str, servers: Sequence[str]) -> list[str]:
     return [s for s in servers if transport != "toy" or s in TOY_SERVERS]
+
+
+def contended(run: dict[str, Any]) -> bool:
+    """Did something else use the cores during this run? A core's busy time beyond what
+    the process pinned to it used: kernel work adds up to ~10 % on an idle machine, so
+    more than 15 % on the server's core or 25 % on the generator's (which also carries the
+    kernel's share of loopback traffic) means another process took CPU time."""
+    return bool(
+        run["server_core_busy"] - run["server_cpu_utilisation"] > CONTENDED_SERVER_CORE
+        or run["generator_core_busy"] - run["generator_cpu_utilisation"] > CONTENDED_GENERATOR_CORE
+    )
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -536,6 +551,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "generator_cpu_max": max(r["generator_cpu_utilisation"] for r in group),
             "generator_core_busy_max": max(r["generator_core_busy"] for r in group),
             "generator_saturated": any(r["generator_saturated"] for r in group),
+            "contended_rounds": sum(contended(r) for r in group),
             "time_wait_peak_max": max(peaks) if peaks else None,
             "time_wait_client_peak_max": max(client_peaks) if client_peaks else None,
         }
@@ -552,6 +568,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
                     {"mode": mode, "transport": transport, "ratio": name, "per_round": []},
                 )
                 entry["per_round"].append(a["requests_per_s"] / b["requests_per_s"])
+                entry.setdefault("contended", []).append(contended(a) or contended(b))
     for entry in ratios.values():
         entry["median"] = statistics.median(entry["per_round"])
     # What each transport costs each server, against plain TCP in the same round.
@@ -586,7 +603,8 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     cells_ = summary["cells"]
     columns = cells(args)
     lines = [
-        "req/s, median over rounds (server CPU µs per request); * generator saturated",
+        "req/s, median over rounds (server CPU µs per request); * generator saturated, "
+        "† another process used the cores in some round",
         "",
         "| server | " + " | ".join(f"{m} {t}" for m, t in columns) + " |",
         "| --- |" + " --- |" * len(columns),
@@ -601,6 +619,8 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
             text = f"{c['requests_per_s_median']:,.0f} ({c['cpu_us_per_request_median']:.0f})"
             if c["generator_saturated"]:
                 text += " *"
+            if c["contended_rounds"]:
+                text += " †"
             if c["errors"]:
                 text += f" {c['errors']} errors"
             row.append(text)
@@ -624,7 +644,11 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
     if summary["ratios"]:
         lines += ["", "| ratio, same round | median | per round |", "| --- | --- | --- |"]
         for key, r in summary["ratios"].items():
-            per_round = ", ".join(f"{x:.2f}" for x in r["per_round"])
+            flags = r.get("contended", [False] * len(r["per_round"]))
+            per_round = ", ".join(
+                f"{x:.2f}{' †' if flag else ''}"
+                for x, flag in zip(r["per_round"], flags, strict=True)
+            )
             lines.append(f"| {key} | {r['median']:.2f} | {per_round} |")
     if summary["transport_cost"]:
         lines += [
