@@ -44,8 +44,8 @@ Output: a progress line per cell on stderr, tables on stdout, the JSON of every 
 `--out` (default out/bench). Everything listens on and connects to 127.0.0.1 only; every
 process started is stopped on exit, error, Ctrl-C and SIGTERM.
 
-    .venv/bin/python -m bench.throughput              # the full matrix, about 9 minutes
-    .venv/bin/python -m bench.throughput --quick      # 2 s per cell, one round
+    .venv/bin/python -m bench.throughput              # the full matrix, about 7 minutes
+    .venv/bin/python -m bench.throughput --quick      # 2 s per cell, one round, ~1.5 min
 """
 
 from __future__ import annotations
