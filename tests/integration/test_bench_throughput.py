@@ -3,7 +3,9 @@ TCP, keep-alive and HTTP/1.0, our load generator, one round of 1 s cells.
 
 Structure and sanity only (every cell there, answered without errors, one connection per
 request for HTTP/1.0 and none new for keep-alive, TIME_WAIT on our server's port): no
-speeds are asserted, the machine is shared.
+speeds are asserted, the machine is shared. Then the load generator alone against an
+in-process server: reconnecting when a server closes a kept-alive connection, and real
+and toy TLS in both modes.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from bench.loadgen import LoadConfig, LoadGenerator
 from bench.throughput import add_throughput_arguments, run_throughput
 from tests.conftest import require_tool
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from server.lifecycle import Server
+    from tests.conftest import RunningServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.peer]
 
@@ -130,3 +136,44 @@ def test_time_wait_piles_up_on_our_server_under_http10(
     assert run["time_wait_error"] is None
     assert run["time_wait_peak"] > 0
     assert "time_wait_peak" not in cell(results, server, "keepalive")
+
+
+# --- the load generator itself, against an in-process server --------------------------------
+
+
+@pytest.mark.parametrize("server_limits", [{"max_requests_per_connection": 5}])
+async def test_generator_reconnects_when_the_server_closes_a_kept_alive_connection(
+    loopback_server: RunningServer,
+) -> None:
+    config = LoadConfig(port=loopback_server.port, connections=4)
+    result = await LoadGenerator(config).run(duration_s=0.5, warmup_s=0.1)
+    assert result.errors == {}
+    assert result.responses > 0
+    # Every fifth response carries Connection: close, and a new connection follows it.
+    assert result.server_closed >= result.responses // 5 - config.connections
+    assert result.connections_opened >= result.server_closed - config.connections
+
+
+@pytest.mark.parametrize("mode", ["keepalive", "http10"])
+@pytest.mark.parametrize("transport", ["tls", "toy"])
+async def test_generator_speaks_both_tls_kinds(
+    tls_server: Server, tmp_path: Path, mode: str, transport: str
+) -> None:
+    port = tls_server.real_tls_port if transport == "tls" else tls_server.toy_tls_port
+    assert port is not None
+    config = LoadConfig(
+        port=port,
+        mode=mode,
+        transport=transport,
+        connections=4,
+        cafile=tmp_path / "certs" / "ca.pem",
+    )
+    result = await LoadGenerator(config).run(duration_s=0.5, warmup_s=0.1)
+    assert result.errors == {}
+    assert result.responses > 0
+    assert result.response_body_bytes > 0
+    if mode == "http10":
+        assert abs(result.connections_opened - result.responses) <= config.connections
+    else:  # (this server closes a connection after 100 requests: then a new one follows)
+        assert result.connections_opened <= result.server_closed + config.connections
+        assert result.connections_opened < result.responses / 50
