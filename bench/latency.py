@@ -217,8 +217,10 @@ async def place(rtt_s: float, certs: Path) -> AsyncIterator[Place]:
             host="127.0.0.1", port=0, toy_tls_port=0, real_tls_port=0, certs_dir=certs
         )
         async with Server(config, bus) as server:
+            assert server.toy_tls_port is not None
+            assert server.real_tls_port is not None
             ports = {"plain": server.port, "toy": server.toy_tls_port, "real": server.real_tls_port}
-            yield Place(server, "127.0.0.1", ports, certs / "ca.pem", metrics)  # type: ignore[arg-type]
+            yield Place(server, "127.0.0.1", ports, certs / "ca.pem", metrics)
         return
     # The wire gets a bus of its own that nobody listens to: no event per segment to build.
     async with LabNetwork(Bus(), delay_s=rtt_s / 2, precise=True) as net:

@@ -129,11 +129,17 @@ class Lab:
         await self.sample()
 
     @contextlib.asynccontextmanager
-    async def server(self, **config: object) -> AsyncIterator[Server]:
-        limits = HTTPLimits(**{k: v for k, v in config.items() if k in _LIMIT_FIELDS})  # type: ignore[arg-type]
-        rest: dict[str, Any] = {"toy_tls_port": None, "real_tls_port": None}
-        rest.update((k, v) for k, v in config.items() if k not in _LIMIT_FIELDS)
-        settings = ServerConfig(host=self.net.server_ip, port=PORT, limits=limits, **rest)
+    async def server(
+        self, limits: HTTPLimits | None = None, **config: Any
+    ) -> AsyncIterator[Server]:
+        """The lab's real server in the server's namespace (`config`: ServerConfig's
+        fields; no TLS listeners unless asked)."""
+        settings = ServerConfig(
+            host=self.net.server_ip,
+            port=PORT,
+            limits=limits or HTTPLimits(),
+            **{"toy_tls_port": None, "real_tls_port": None, **config},
+        )
         async with Server(settings, self.bus, make_listen_socket=self.net.listen_socket) as server:
             yield server
 
@@ -209,9 +215,6 @@ class Lab:
         return {
             str(e.attrs.get("to")) for e in self.timeline.named(Name.KERNEL_STATE_CHANGED, role)
         }
-
-
-_LIMIT_FIELDS: Final = frozenset(HTTPLimits.__dataclass_fields__)
 
 
 def peak_states(events: Sequence[Event], role: Role) -> Counter[str]:
@@ -611,7 +614,7 @@ async def syn_flood(lab: Lab, flood: int = 64, backlog: int = 16) -> list[str]:
 
 @scenario("keepalive", "L10", "TCP keepalive probes on an idle connection")
 async def keepalive(lab: Lab) -> list[str]:
-    async with lab.server(keep_alive_timeout_s=30.0):
+    async with lab.server(HTTPLimits(keep_alive_timeout_s=30.0)):
         lab.say("An idle HTTP/1.1 connection with TCP keepalive after 1 s idle, every 1 s.")
         sock = await lab.connect(keepalive_s=1)
         await _send_request(sock, _request(lab, "/", "1.1"))
