@@ -79,7 +79,7 @@ class Name(StrEnum):
     # The kernel's view (telemetry/sockstates.py, sampled with `ss`): one event per change of
     # a socket's state between two samples, role = the side that owns the socket; `from`
     # and `to` are node_exporter's state names ("syn_sent", "time_wait", ...; "closed"
-    # when the socket is new or gone).
+    # when the socket is new or gone; `from` "unknown" for what the first sample found).
     KERNEL_STATE_CHANGED = "kernel.state.changed"
     KERNEL_SAMPLER_UNAVAILABLE = "kernel.sampler.unavailable"  # no ss: said once, runs on
     # One per sample (debug): sockets by role and state, listen queues, what it cost; the

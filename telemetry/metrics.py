@@ -296,7 +296,8 @@ class Metrics:
         elif name in TLS_EVENTS:
             self._observe_tls(name, role, attrs)
         elif name is Name.KERNEL_STATE_CHANGED:
-            self.tcp_state_changes.inc((role, attrs["from"], attrs["to"]))
+            if attrs["from"] != "unknown":  # the first sample's sockets: found, not changed
+                self.tcp_state_changes.inc((role, attrs["from"], attrs["to"]))
         elif name is Name.KERNEL_SAMPLE_TAKEN:
             self._observe_sample(role, attrs)
         elif name is Name.KERNEL_SAMPLER_UNAVAILABLE:

@@ -63,6 +63,7 @@ STATE_NAMES: Final = {
 # The states the gauge always has a series for (zero when no socket is in it).
 TCP_STATES: Final = tuple(STATE_NAMES.values())
 CLOSED: Final = "closed"  # no socket: the `from` of a new one, the `to` of a gone one
+UNKNOWN: Final = "unknown"  # the `from` of a socket already there at the first sample
 
 # RFC 9293 §3.3.2: the states each state can reach, directly or through states a sample
 # may miss. A 4-tuple found in a state its previous one cannot reach is a new socket.
@@ -370,6 +371,7 @@ class SocketTracker:
         self.role = role
         self.roles: tuple[Role, ...] = (role,) if role else (Role.SERVER, Role.CLIENT)
         self.sockets: dict[tuple[str, str], SocketSample] = {}
+        self.first = True  # no sample yet: what the first one finds was there before
 
     def role_of(self, sample: SocketSample) -> Role:
         if self.role is not None:
@@ -387,7 +389,8 @@ class SocketTracker:
             after[key] = sample
             old = before.get(key)
             if old is None:
-                changes.append(StateChange(self.role_of(sample), CLOSED, sample.state, sample))
+                origin = UNKNOWN if self.first else CLOSED
+                changes.append(StateChange(self.role_of(sample), origin, sample.state, sample))
             elif old.state != sample.state:
                 role = self.role_of(sample)
                 reachable = _LATER.get(old.state)
@@ -401,6 +404,7 @@ class SocketTracker:
             if key not in after:
                 changes.append(StateChange(self.role_of(old), old.state, CLOSED, old))
         self.sockets = after
+        self.first = False
         return changes
 
     def counts(self) -> dict[str, dict[str, int]]:
