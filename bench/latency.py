@@ -9,9 +9,12 @@ in this process, so a cell's time is the client's, from asking to having the ans
 Each cell makes a fresh client: its first request is a cold one (it pays for the
 connection and the handshakes), then `--warmup` requests are thrown away and `--requests`
 are the warm ones; `--cold` fresh clients in all give the cold median. Each cell is
-compared with a model: the round trips the protocol needs, times the RTT, plus what the
-same cell costs on loopback (the CPU and the kernel: the part that does not grow with
-distance). The model, counted from the message flows:
+compared with a model: the round trips the protocol needs, times the cost of a round trip,
+plus what the same cell costs on loopback (the CPU and the kernel, back to back). A round
+trip costs the RTT plus waking each end once from the idle wait before it handles the
+packet: a constant of the machine, measured on loopback (`wake_cost`: a request after an
+RTT-long idle gap, against one back to back). On this VM it is ~0.35 ms; left out, every
+warm cell at 20 ms RTT came out 5-6 % over its model. The model, counted from the message flows:
 
   TCP handshake           1  SYN → SYN-ACK; the ACK goes with the request
   toy TLS (rsa, ecdhe)    2  ClientHello → ServerHello...Done; key exchange + Finished →
@@ -127,6 +130,7 @@ class Cell:
     cold: list[float] = field(default_factory=list)  # first requests of fresh clients
     warm_s: list[float] = field(default_factory=list)
     connections: int = 0  # opened by the server for this cell, from its metrics
+    wake_s: float = 0.0  # what waking one end from an RTT-long idle wait costs (loopback)
     model_cold_rtts: int = 0
     model_warm_rtts: int = 0
     # Filled in from the RTT-0 cell of the same mode and transport.
@@ -160,6 +164,7 @@ class Cell:
             "warm_p99_s": percentile(warm, 0.99),
             "model_cold_rtts": self.model_cold_rtts,
             "model_warm_rtts": self.model_warm_rtts,
+            "wake_s": self.wake_s,
             "predicted_cold_s": self.predicted_cold_s,
             "predicted_warm_s": self.predicted_warm_s,
             "cold_ratio": _ratio(self.cold_s, self.predicted_cold_s),
@@ -172,14 +177,16 @@ def _ratio(measured: float, predicted: float | None) -> float | None:
 
 
 def apply_model(cells: Sequence[Cell]) -> None:
-    """Predict each cell from its mode's round trips and its RTT-0 twin's times."""
+    """Predict each cell from its mode's round trips and its RTT-0 twin's times: a round
+    trip costs the RTT plus waking each end once from its idle wait (`wake_s`)."""
     loopback = {c.key: c for c in cells if c.rtt_s == 0}
     for cell in cells:
         twin = loopback.get(cell.key)
         if twin is None:
             continue
-        cell.predicted_cold_s = cell.model_cold_rtts * cell.rtt_s + twin.cold_s
-        cell.predicted_warm_s = cell.model_warm_rtts * cell.rtt_s + twin.warm_median_s
+        round_trip = cell.rtt_s + 2 * cell.wake_s if cell.rtt_s else 0.0
+        cell.predicted_cold_s = cell.model_cold_rtts * round_trip + twin.cold_s
+        cell.predicted_warm_s = cell.model_warm_rtts * round_trip + twin.warm_median_s
 
 
 # ---- running cells ----------------------------------------------------------------------
@@ -421,19 +428,45 @@ async def run_matrix(
     with tempfile.TemporaryDirectory(prefix="handshake-lab-bench-") as directory:
         certs = Path(directory)
         await asyncio.to_thread(make_lab_certificates, certs, ("127.0.0.1", "10.77.0.2"))
+        wakes: dict[float, float] = {}
         for rtt in rtts:
             async with place(rtt, certs) as where:
+                if rtt == 0:
+                    for far in rtts[1:]:
+                        progress(len(cells), total, f"wake-up after {far * 1000:g} ms idle")
+                        wakes[far] = await wake_cost(where, far)
                 for mode in modes:
                     for name in transports:
                         progress(len(cells), total, f"{mode} {name} rtt={rtt * 1000:g}ms")
-                        cells.append(
-                            await measure(
-                                where, mode, TRANSPORTS[name], rtt, requests, warmup, colds
-                            )
+                        cell = await measure(
+                            where, mode, TRANSPORTS[name], rtt, requests, warmup, colds
                         )
+                        cell.wake_s = wakes.get(rtt, 0.0)
+                        cells.append(cell)
     progress(total, total, "done")
     apply_model(cells)
     return cells
+
+
+async def wake_cost(where: Place, idle_s: float, count: int = 40) -> float:
+    """What waking from `idle_s` of idleness adds to a request, on loopback: keep-alive
+    requests each after an idle gap, against the same back to back (medians). Over a wire
+    each end waits idle for about a round trip before every answer it handles; the CPU's
+    and the VM's wake-up from that wait is part of the round trip's cost."""
+    url = f"http://{where.host}:{where.ports['plain']}/health"
+    async with HTTPClient() as client:
+        await client.get(url)
+        hot, rested = [], []
+        for _ in range(count):
+            started = time.perf_counter()
+            await client.get(url)
+            hot.append(time.perf_counter() - started)
+        for _ in range(count):
+            await asyncio.sleep(idle_s)
+            started = time.perf_counter()
+            await client.get(url)
+            rested.append(time.perf_counter() - started)
+    return max(0.0, statistics.median(rested) - statistics.median(hot))
 
 
 def progress_bar(done: int, total: int, what: str) -> None:
@@ -462,8 +495,13 @@ def table(cells: Sequence[Cell]) -> str:
             f" {s['warm_p99_s'] * 1000:>7.2f} {_ms(s['predicted_warm_s'])} {_x(s['warm_ratio'])}"
             f"  {cell.connections:>5}"
         )
+    wakes = sorted({(c.rtt_s, c.wake_s) for c in cells if c.rtt_s > 0})
     lines.append(
-        "model = round trips * RTT + the same cell on loopback; x = measured / model\n"
+        "model = round trips * (RTT + 2 wake-ups) + the same cell on loopback; "
+        "x = measured / model\n"
+        "wake-up (one end, after an RTT idle, measured on loopback): "
+        + (", ".join(f"{w * 1000:.2f} ms at {r * 1000:g} ms" for r, w in wakes) or "-")
+        + "\n"
         f"round trips, cold: {_rtts_legend(cells, cold=True)}\n"
         f"round trips, warm: {_rtts_legend(cells, cold=False)}"
     )
@@ -490,7 +528,8 @@ def write_files(cells: Sequence[Cell], out: Path, stamp: str) -> list[Path]:
     written = []
     document = {
         "benchmark": "latency",
-        "model": "round trips * RTT + the same cell's loopback time (see bench/latency.py)",
+        "model": "round trips * (RTT + 2 * wake_s) + the same cell's loopback time "
+        "(see bench/latency.py)",
         "cells": [c.summary() for c in cells],
         "samples": [dataclasses.asdict(c) for c in cells],
     }

@@ -51,11 +51,14 @@ def test_the_prediction_adds_round_trips_to_the_loopback_twin() -> None:
     far = Cell(
         "keep-alive", "tcp", 0.05, cold=[0.2], warm_s=[0.06], model_cold_rtts=2, model_warm_rtts=1
     )
+    far.wake_s = 0.0003  # each end wakes once per round trip
     lonely = Cell("websocket", "tcp", 0.05, cold=[0.2], warm_s=[0.06])
     apply_model([loopback, far, lonely])
-    assert far.predicted_cold_s == pytest.approx(2 * 0.05 + 0.002)
-    assert far.predicted_warm_s == pytest.approx(1 * 0.05 + 0.002)  # the twin's median
-    assert far.summary()["warm_ratio"] == pytest.approx(0.06 / 0.052)
+    round_trip = 0.05 + 2 * 0.0003
+    assert far.predicted_cold_s == pytest.approx(2 * round_trip + 0.002)
+    assert far.predicted_warm_s == pytest.approx(1 * round_trip + 0.002)  # the twin's median
+    assert far.summary()["warm_ratio"] == pytest.approx(0.06 / (round_trip + 0.002))
+    assert loopback.predicted_warm_s == pytest.approx(0.002)  # no round trips to wake for
     assert lonely.predicted_warm_s is None  # no twin, no model
     assert lonely.summary()["warm_ratio"] is None
 
@@ -97,6 +100,7 @@ async def test_with_a_round_trip_http10_pays_for_a_connection_every_time() -> No
     rtt = 0.02
     cells = await run_matrix([rtt], ["http1.0", "keep-alive"], ["tcp", "tls1.3"], 5, 1)
     far = {(c.mode, c.transport): c for c in cells if c.rtt_s == rtt}
+    assert all(c.wake_s >= 0 for c in far.values())  # measured, never negative
     for transport in ("tcp", "tls1.3"):
         http10, keepalive = far[("http1.0", transport)], far[("keep-alive", transport)]
         assert http10.warm_median_s - keepalive.warm_median_s >= rtt
