@@ -19,8 +19,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "WebSocket over TCP, toy TLS and real TLS, at the RTTs you give",
         description="Measure the latency of a cold (first) and warm requests for each mode "
         "and transport at each RTT (0 = loopback; others over the lab network's wire, as "
-        "root), and compare each cell with a model: round trips x RTT + the same cell on "
-        "loopback. Prints a table; writes JSON, CSV of every sample, and PNG plots.",
+        "root), and compare each cell with a model: round trips x (RTT + 2 wake-ups, measured) + "
+        "the same cell on loopback. Prints a table; writes JSON, CSV of every sample, and PNG "
+        "plots.",
     )
     add_latency_arguments(latency)
     latency.set_defaults(func=run_latency)

@@ -85,8 +85,9 @@ class Wire:
         # Precise: wake PRECISE_EARLY_S before a packet is due and spin to its moment. An
         # event loop's timer fires up to a millisecond late (epoll counts in ms) and an idle
         # VM wakes slowly: ~0.5 ms per leg, 5 % of a 20 ms round trip. Spinning costs CPU,
-        # so it is for measuring latency (bench latency), not for moving bulk data.
-        self.early_s = PRECISE_EARLY_S if precise else 0.0
+        # so it is for measuring latency (bench latency), not for moving bulk data. The
+        # spin holds the event loop the ends share: never more than a quarter of the delay.
+        self.precise = precise
         self.fds = dict(fds)
         self.hosts = dict(hosts)
         self.delay_s = delay_s
@@ -112,6 +113,10 @@ class Wire:
         }
         self._last_deliver_at = {Role.CLIENT: 0.0, Role.SERVER: 0.0}
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def early_s(self) -> float:
+        return min(PRECISE_EARLY_S, self.delay_s / 4) if self.precise else 0.0
 
     @property
     def running(self) -> bool:
