@@ -32,7 +32,7 @@ async def index(request: web.Request) -> web.Response:
 
 def make_app() -> web.Application:
     app = web.Application()
-    app.router.add_get("/", index)
+    app.router.add_get("/{path:.*}", index)  # any path, as the ASGI app answers any
     return app
 
 

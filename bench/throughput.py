@@ -800,7 +800,8 @@ def run_throughput(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         log("interrupted: servers stopped; writing what was measured")
         results["interrupted"] = True
-    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+    except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as exc:
+        # ValueError: a load generator's result line that does not parse
         log(f"failed: {exc!r}; servers stopped; writing what was measured")
         results["error"] = repr(exc)
     results["elapsed_s"] = time.monotonic() - started
