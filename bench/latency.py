@@ -131,8 +131,8 @@ class Cell:
     mode: str
     transport: str
     rtt_s: float
-    cold: list[float] = field(default_factory=list)  # first requests of fresh clients
-    warm_s: list[float] = field(default_factory=list)
+    cold_samples_s: list[float] = field(default_factory=list)  # fresh clients' first requests
+    warm_samples_s: list[float] = field(default_factory=list)
     connections: int = 0  # opened by the server for this cell, from its metrics
     wake_s: float = 0.0  # what waking one end from an RTT-long idle wait costs (loopback)
     model_cold_rtts: int = 0
@@ -147,22 +147,22 @@ class Cell:
 
     @property
     def cold_s(self) -> float:
-        return statistics.median(self.cold)
+        return statistics.median(self.cold_samples_s)
 
     @property
     def warm_median_s(self) -> float:
-        return statistics.median(self.warm_s)
+        return statistics.median(self.warm_samples_s)
 
     def summary(self) -> dict[str, Any]:
-        warm = self.warm_s
+        warm = self.warm_samples_s
         return {
             "mode": self.mode,
             "transport": self.transport,
             "rtt_s": self.rtt_s,
             "connections": self.connections,
-            "requests": len(self.cold) + len(warm),
+            "requests": len(self.cold_samples_s) + len(warm),
             "cold_s": self.cold_s,
-            "cold_samples": len(self.cold),
+            "cold_samples": len(self.cold_samples_s),
             "warm_median_s": statistics.median(warm),
             "warm_p95_s": percentile(warm, 0.95),
             "warm_p99_s": percentile(warm, 0.99),
@@ -282,8 +282,8 @@ async def measure(
     run = _websocket if mode == "websocket" else _http
     opened_before = where.opened()
     times = await run(where, mode, transport, 1 + warmup + requests)
-    cell.cold.append(times[0])
-    cell.warm_s = times[1 + warmup :]
+    cell.cold_samples_s.append(times[0])
+    cell.warm_samples_s = times[1 + warmup :]
     await asyncio.sleep(0.05 + 2 * rtt_s)  # closes finish: the count is the server's
     cell.connections = where.opened() - opened_before
     if colds > 1:
@@ -291,7 +291,7 @@ async def measure(
         # comparing. The first after the pause above would also pay for waking up: thrown.
         await run(where, mode, transport, 1)
         for _ in range(colds - 1):
-            cell.cold.append((await run(where, mode, transport, 1))[0])
+            cell.cold_samples_s.append((await run(where, mode, transport, 1))[0])
     return cell
 
 
@@ -565,9 +565,9 @@ def write_files(
         writer = csv.writer(stream)
         writer.writerow(["mode", "transport", "rtt_s", "kind", "index", "seconds"])
         for c in cells:
-            for index, value in enumerate(c.cold):
+            for index, value in enumerate(c.cold_samples_s, start=1):
                 writer.writerow([c.mode, c.transport, c.rtt_s, "cold", index, f"{value:.6f}"])
-            for index, value in enumerate(c.warm_s, start=1):
+            for index, value in enumerate(c.warm_samples_s, start=1):
                 writer.writerow([c.mode, c.transport, c.rtt_s, "warm", index, f"{value:.6f}"])
     written.append(csv_path)
     return written

@@ -49,12 +49,20 @@ def test_the_model_counts_round_trips(mode: str, transport: str, cold: int, warm
 
 
 def test_the_prediction_adds_round_trips_to_the_loopback_twin() -> None:
-    loopback = Cell("keep-alive", "tcp", 0.0, cold=[0.002], warm_s=[0.001, 0.003, 0.002])
+    loopback = Cell(
+        "keep-alive", "tcp", 0.0, cold_samples_s=[0.002], warm_samples_s=[0.001, 0.003, 0.002]
+    )
     far = Cell(
-        "keep-alive", "tcp", 0.05, cold=[0.2], warm_s=[0.06], model_cold_rtts=2, model_warm_rtts=1
+        "keep-alive",
+        "tcp",
+        0.05,
+        cold_samples_s=[0.2],
+        warm_samples_s=[0.06],
+        model_cold_rtts=2,
+        model_warm_rtts=1,
     )
     far.wake_s = 0.0003  # each end wakes once per round trip
-    lonely = Cell("websocket", "tcp", 0.05, cold=[0.2], warm_s=[0.06])
+    lonely = Cell("websocket", "tcp", 0.05, cold_samples_s=[0.2], warm_samples_s=[0.06])
     apply_model([loopback, far, lonely])
     round_trip = 0.05 + 2 * 0.0003
     assert far.predicted_cold_s == pytest.approx(2 * round_trip + 0.002)
@@ -90,10 +98,10 @@ async def test_a_loopback_matrix_has_every_cell_and_counts_connections() -> None
     cells = await run_matrix([0.0], MODES, list(TRANSPORTS), requests, warmup, colds=2)
     assert {(c.mode, c.transport) for c in cells} == {(m, t) for m in MODES for t in TRANSPORTS}
     for cell in cells:
-        assert len(cell.warm_s) == requests
-        assert len(cell.cold) == 2
-        assert all(value > 0 for value in cell.cold)
-        assert all(value > 0 for value in cell.warm_s)
+        assert len(cell.warm_samples_s) == requests
+        assert len(cell.cold_samples_s) == 2
+        assert all(value > 0 for value in cell.cold_samples_s)
+        assert all(value > 0 for value in cell.warm_samples_s)
         # From the server's own metrics: one connection per request for HTTP/1.0, one in
         # all for keep-alive and the WebSocket.
         expected = 1 + warmup + requests if cell.mode == "http1.0" else 1
