@@ -7,6 +7,7 @@ import sys
 
 from bench.cli import add_bench_arguments
 from client.__main__ import add_get_arguments, run_get
+from client.load import add_load_arguments, run_load
 from client.ws_cli import add_ws_arguments, run_ws
 from handshake_lab import __version__
 from handshake_lab.demo import add_demo_arguments, run_demo
@@ -85,6 +86,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_ws_arguments(ws)
     ws.set_defaults(func=run_ws)
+    load = client_commands.add_parser(
+        "load",
+        help="a steady mixed workload (HTTP/1.0, keep-alive, WebSocket, toy and real TLS) "
+        "with its own /metrics, so every dashboard panel moves",
+        description="Send rounds of every kind of traffic to one server, --rate rounds per "
+        "second, until SIGTERM or Ctrl-C: an HTTP/1.0 burst, a keep-alive session, a "
+        "WebSocket chat and a ticker, the toy TLS with rsa and ecdhe, real TLS. Serves its "
+        "own metrics (default port 9465).",
+    )
+    add_load_arguments(load)
+    load.set_defaults(func=run_load)
 
     lab = commands.add_parser(
         "lab",
