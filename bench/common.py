@@ -8,6 +8,7 @@ and stopped by `Processes.close()`, which a `with` block guarantees on error and
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime
 import hashlib
@@ -28,7 +29,6 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final, Self
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Collection, Sequence
     from types import FrameType, TracebackType
 
@@ -329,3 +329,15 @@ def scrape_metrics(port: int, timeout_s: float = 5.0) -> dict[str, float] | None
         with contextlib.suppress(ValueError):
             totals[name] = totals.get(name, 0.0) + float(value)
     return totals
+
+
+def comma_list(value: str, allowed: Sequence[str], what: str = "") -> list[str]:
+    """`a,b` -> ["a", "b"], each one of `allowed`; argparse's error otherwise."""
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    unknown = [item for item in items if item not in allowed]
+    if unknown or not items:
+        raise argparse.ArgumentTypeError(
+            f"{what + ': ' if what else ''}choose from {', '.join(allowed)} (comma-separated), "
+            f"not {', '.join(unknown) or 'nothing'}"
+        )
+    return items

@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import csv
 import dataclasses
+import functools
 import json
 import math
 import ssl
@@ -54,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import CollectorRegistry
 
+from bench.common import comma_list
 from client.client import HTTPClient
 from client.ws import connect as ws_connect
 from handshake_tls.certs import make_lab_certificates, real_tls_client_context
@@ -366,19 +368,6 @@ def parse_rtts(text: str) -> list[float]:
     return rtts
 
 
-def _choices(allowed: Sequence[str]) -> Callable[[str], list[str]]:
-    def parse(text: str) -> list[str]:
-        chosen = [part.strip() for part in text.split(",") if part.strip()]
-        unknown = [c for c in chosen if c not in allowed]
-        if unknown or not chosen:
-            raise argparse.ArgumentTypeError(
-                f"choose from {', '.join(allowed)} (comma-separated), not {', '.join(unknown)}"
-            )
-        return chosen
-
-    return parse
-
-
 def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rtt",
@@ -405,14 +394,14 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--modes",
-        type=_choices(MODES),
+        type=functools.partial(comma_list, allowed=MODES),
         default=list(MODES),
         metavar="LIST",
         help=f"some of {','.join(MODES)} (default: all)",
     )
     parser.add_argument(
         "--transports",
-        type=_choices(list(TRANSPORTS)),
+        type=functools.partial(comma_list, allowed=list(TRANSPORTS)),
         default=list(TRANSPORTS),
         metavar="LIST",
         help=f"some of {','.join(TRANSPORTS)} (default: all)",

@@ -71,6 +71,7 @@ from bench.common import (
     VENV_BIN,
     Probe,
     Processes,
+    comma_list,
     cpu_busy_seconds,
     cpu_seconds,
     free_port,
@@ -669,16 +670,6 @@ def markdown(summary: dict[str, Any], args: argparse.Namespace) -> str:
 # --- the command -----------------------------------------------------------------------------
 
 
-def _list(value: str, allowed: Sequence[str], what: str) -> list[str]:
-    items = [item.strip() for item in value.split(",") if item.strip()]
-    unknown = [item for item in items if item not in allowed]
-    if unknown or not items:
-        raise argparse.ArgumentTypeError(
-            f"{what}: {', '.join(unknown) or 'none given'}; choose from {', '.join(allowed)}"
-        )
-    return items
-
-
 def add_throughput_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `handshake-lab bench throughput`."""
     parser.add_argument(
@@ -737,9 +728,9 @@ def add_throughput_arguments(parser: argparse.ArgumentParser) -> None:
 def _resolve(args: argparse.Namespace) -> str | None:
     """Fill in the derived settings; an error message, or None."""
     try:
-        args.server_list = _list(args.servers, SERVERS, "--servers")
-        args.mode_list = _list(args.modes, MODES, "--modes")
-        args.transport_list = _list(args.transports, TRANSPORTS, "--transports")
+        args.server_list = comma_list(args.servers, SERVERS, "--servers")
+        args.mode_list = comma_list(args.modes, MODES, "--modes")
+        args.transport_list = comma_list(args.transports, TRANSPORTS, "--transports")
     except argparse.ArgumentTypeError as exc:
         return str(exc)
     if args.quick:
