@@ -10,11 +10,11 @@ from client.__main__ import add_get_arguments, run_get
 from client.load import add_load_arguments, run_load
 from client.ws_cli import add_ws_arguments, run_ws
 from handshake_lab import __version__
-from handshake_lab.demo import add_demo_arguments, run_demo
 from handshake_tls.cli import add_certs_arguments, add_decrypt_arguments, run_certs, run_decrypt
 from netlab.cli import add_lab_arguments, run_lab
 from server.__main__ import add_arguments as add_server_arguments
 from server.__main__ import run as run_server
+from tour.cli import add_demo_arguments, run_demo
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,9 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="a guided run: HTTP/1.0 against keep-alive, explained",
-        description="Start a server on loopback, make HTTP/1.0 and "
-        "keep-alive requests, and show what happened on each connection.",
+        help="the guided tour: HTTP/1.0 vs keep-alive, WebSocket, toy and real TLS, the "
+        "kernel's socket states (and, as root, the wire)",
+        description="Start a server on loopback (plain, toy TLS, real TLS) and walk through "
+        "the lessons one after another: what is about to happen, what to look at, the real "
+        "traffic, the ladder of both ends' events and the kernel's socket states (from ss), "
+        "and what was found. No root needed; as root, --lab adds the wire lessons, where "
+        "every real segment is drawn with its seq/ack.",
     )
     add_demo_arguments(demo)
     demo.set_defaults(func=run_demo)

@@ -43,7 +43,25 @@ APP_NOTES: Final[dict[Name, str]] = {
     Name.CONNECTION_FAILED: "connection failed",
     Name.REQUEST_FAILED: "request failed",
     Name.WS_UPGRADE_ACCEPTED: "ws.upgrade",
+    Name.WS_MESSAGE_SENT: "ws message sent",
+    Name.WS_MESSAGE_RECEIVED: "ws message received",
+    Name.WS_CLOSE_SENT: "ws Close sent",
+    Name.WS_CLOSE_RECEIVED: "ws Close received",
+    Name.TLS_HANDSHAKE_COMPLETED: "tls handshake complete",
+    Name.TLS_ALERT_SENT: "tls alert sent",
+    Name.TLS_ALERT_RECEIVED: "tls alert received",
 }
+# The toy TLS's handshake steps (tls.handshake.step), as the messages are called.
+TLS_STEPS: Final = {
+    "client_hello": "ClientHello",
+    "server_hello": "ServerHello",
+    "certificate": "Certificate",
+    "server_key_exchange": "ServerKeyExchange",
+    "client_key_exchange": "ClientKeyExchange",
+    "keys": "keys derived",
+    "finished": "Finished",
+}
+NO_WIRE_WIDTH: Final = 44  # without the wire, its column holds the application's notes
 
 
 # ss -o calls the retransmission timer "on"; the others are named for what they time.
@@ -57,6 +75,9 @@ class Row:
     arrow: str = ""
     server_state: str = ""
     note: str = ""
+    # An application event: whose, and what (`note` says both, for the wire's layout).
+    side: Role | None = None
+    app: str = ""
 
 
 def segment_label(attrs: dict[str, object]) -> str:
@@ -136,9 +157,12 @@ def rows(events: Iterable[Event], *, show_ports: bool = False) -> list[Row]:
                 result.append(Row(t_ms, client_state=state, note=note.strip()))
             else:
                 result.append(Row(t_ms, server_state=state, note=note.strip()))
-        elif event.name in APP_NOTES:
+        elif event.name in APP_NOTES or event.name is Name.TLS_HANDSHAKE_STEP:
             who = "client" if client_side else "server"
-            result.append(Row(t_ms, note=f"{tag}{who}: {APP_NOTES[event.name]}"))
+            text = APP_NOTES.get(event.name) or "tls " + TLS_STEPS.get(
+                str(event.attrs.get("step")), str(event.attrs.get("step"))
+            )
+            result.append(Row(t_ms, note=f"{tag}{who}: {text}", side=event.role, app=text))
     return result
 
 
@@ -160,15 +184,22 @@ def render(
     connections.discard(None)
     table = rows(events, show_ports=len(connections) > 1)
     middle = "wire" if wire_seen else "(no wire: not observed)"
+    width = ARROW_WIDTH if wire_seen else NO_WIRE_WIDTH
     # A long name (an address) spills into the wire's column, never shifting the server's.
     wire_column = 8 + 2 + STATE_WIDTH + 1
     left = f"{'t(ms)':>8}  {client} ".ljust(wire_column)
-    wire = f"{middle:^{ARROW_WIDTH}}"[len(left) - wire_column :]
+    wire = f"{middle:^{width}}"[len(left) - wire_column :]
     lines = [f"{left}{wire} {server}"]
     for row in table:
+        arrow, note = row.arrow, row.note
+        if not wire_seen and row.side is not None:
+            # No segments to draw: the application's events take the wire's place, beside
+            # the side they happened on; the note keeps which connection.
+            arrow = row.app if row.side is Role.CLIENT else row.app.rjust(width)
+            note = note.split("] ", 1)[0] + "]" if note.startswith("[:") else ""
         lines.append(
             f"{row.t_ms:>8.1f}  {row.client_state:<{STATE_WIDTH}} "
-            f"{row.arrow:<{ARROW_WIDTH}} {row.server_state:<{STATE_WIDTH}} {row.note}".rstrip()
+            f"{arrow:<{width}} {row.server_state:<{STATE_WIDTH}} {note}".rstrip()
         )
     lines.extend(f"=> {line}" for line in footer)
     return "\n".join(lines)

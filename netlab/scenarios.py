@@ -748,37 +748,46 @@ async def run_scenario(
     chosen = SCENARIOS[name]
     bus = bus or Bus()
     timeline = Timeline()
-    bus.subscribe(timeline)
-    delay = chosen.delay_s if delay_s is None else delay_s
-    async with LabNetwork(
-        bus,
-        delay_s=delay,
-        jitter_s=jitter_s,
-        loss=loss,
-        drop=[*chosen.drop, *drop],
-        seed=seed,
-        pcap=pcap,
-    ) as net:
-        samplers = {
-            role: SocketSampler(
-                bus,
-                chosen.ports,
-                interval_s=SAMPLE_INTERVAL_S,
-                cpu_budget=SAMPLE_BUDGET,
-                netns=net.client_ns if role is Role.CLIENT else net.server_ns,
-                role=role,
-            )
-            for role in (Role.CLIENT, Role.SERVER)
-        }
-        lab = Lab(net, bus, timeline, samplers, say)
-        async with samplers[Role.CLIENT], samplers[Role.SERVER]:
-            try:
-                findings = await chosen.script(lab)
-                # What is still on the wire lands before the lab goes (what does not is
-                # reported dropped, "lab_stopped").
-                await asyncio.sleep(net.delay_s + net.wire.jitter_s + 0.02)
-            finally:
-                lab.close_all()
-    return Run(
-        chosen, findings, list(timeline.events), net.client_ip, net.server_ip, delay, lab.samples
-    )
+    unsubscribe = bus.subscribe(timeline)  # (a caller's bus outlives the run)
+    try:
+        delay = chosen.delay_s if delay_s is None else delay_s
+        async with LabNetwork(
+            bus,
+            delay_s=delay,
+            jitter_s=jitter_s,
+            loss=loss,
+            drop=[*chosen.drop, *drop],
+            seed=seed,
+            pcap=pcap,
+        ) as net:
+            samplers = {
+                role: SocketSampler(
+                    bus,
+                    chosen.ports,
+                    interval_s=SAMPLE_INTERVAL_S,
+                    cpu_budget=SAMPLE_BUDGET,
+                    netns=net.client_ns if role is Role.CLIENT else net.server_ns,
+                    role=role,
+                )
+                for role in (Role.CLIENT, Role.SERVER)
+            }
+            lab = Lab(net, bus, timeline, samplers, say)
+            async with samplers[Role.CLIENT], samplers[Role.SERVER]:
+                try:
+                    findings = await chosen.script(lab)
+                    # What is still on the wire lands before the lab goes (what does not is
+                    # reported dropped, "lab_stopped").
+                    await asyncio.sleep(net.delay_s + net.wire.jitter_s + 0.02)
+                finally:
+                    lab.close_all()
+        return Run(
+            chosen,
+            findings,
+            list(timeline.events),
+            net.client_ip,
+            net.server_ip,
+            delay,
+            lab.samples,
+        )
+    finally:
+        unsubscribe()

@@ -193,3 +193,40 @@ def test_peak_states_replays_transitions_per_socket() -> None:
 def test_a_keepalive_probe_is_labelled() -> None:
     event = segment(Role.CLIENT, "ACK", 1.0, seq=40, ack=9, rel_seq=39, rel_ack=2, keepalive=True)
     assert ladder.segment_label(event.attrs) == "ACK seq=39 ack=2 (keep-alive probe)"
+
+
+def test_without_the_wire_the_application_notes_stand_beside_their_side() -> None:
+    events = [
+        Event(Name.CONNECT_COMPLETED, Role.CLIENT, 1.0, conn_id=1, local=CLIENT, remote=SERVER),
+        Event(Name.CONNECTION_ACCEPTED, Role.SERVER, 1.1, conn_id=1, local=SERVER, remote=CLIENT),
+        Event(
+            Name.TLS_HANDSHAKE_STEP, Role.SERVER, 1.2, conn_id=1, local=SERVER, remote=CLIENT,
+            attrs={"step": "server_hello"},
+        ),
+    ]  # fmt: skip
+    lines = ladder.render(events, wire_seen=False).splitlines()
+    connect, accept, hello = lines[1:]
+    wire_column = 8 + 2 + ladder.STATE_WIDTH + 1
+    assert connect[wire_column:].startswith("connect() returns")
+    # The server's notes end where the server's column begins.
+    assert accept.rstrip().endswith("accept()")
+    assert len(accept.rstrip()) == wire_column + ladder.NO_WIRE_WIDTH
+    assert hello.rstrip().endswith("tls ServerHello")
+    # With the wire, the same events stay notes after the server's column.
+    (row,) = ladder.rows(events[2:])
+    assert row.note == "server: tls ServerHello"
+
+
+def test_without_the_wire_several_connections_keep_their_port_tag() -> None:
+    other = "10.77.0.1:40313"
+    events = [
+        kernel(Role.CLIENT, 1.0, "established"),
+        Event(
+            Name.KERNEL_STATE_CHANGED, Role.CLIENT, 1.0, local=other, remote=SERVER,
+            attrs={"from": "closed", "to": "established"},
+        ),
+        Event(Name.CONNECT_COMPLETED, Role.CLIENT, 1.1, conn_id=2, local=other, remote=SERVER),
+    ]  # fmt: skip
+    last = ladder.render(events, wire_seen=False).splitlines()[-1]
+    assert "connect() returns" in last
+    assert last.endswith("[:40313]")
