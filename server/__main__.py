@@ -35,6 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.backlog,
         help="listen() backlog: the accept queue's length (default: %(default)s)",
     )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULTS.max_connections,
+        metavar="N",
+        help="beyond N open connections, a new one gets 503 Service Unavailable (over TLS, "
+        "after its handshake; a WebSocket upgrade too) and is closed, while the open ones "
+        "go on; 0: no limit (default: %(default)s)",
+    )
     limits = parser.add_argument_group("HTTP limits and timeouts")
     limits.add_argument(
         "--keep-alive-timeout",
@@ -205,6 +214,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         limits=limits,
         ws=ws,
         shutdown_timeout_s=args.shutdown_timeout,
+        max_connections=args.max_connections,
         toy_tls_port=None if args.no_toy_tls else args.toy_tls_port,
         real_tls_port=None if args.no_real_tls else args.real_tls_port,
         certs_dir=args.certs_dir,
@@ -214,6 +224,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.max_connections < 0:
+        print("handshake-lab server: --max-connections must be >= 0", file=sys.stderr)
+        return 2
     if not (0 <= args.ss_interval < math.inf and 0 < args.ss_budget <= 1):  # nan fails too
         print(
             "handshake-lab server: --ss-interval must be >= 0 and --ss-budget in (0, 1]",

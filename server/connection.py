@@ -34,8 +34,18 @@ if TYPE_CHECKING:
 
 
 class ConnectionHandler:
-    def __init__(self, stream: Stream, app: App, config: ServerConfig, tracer: Tracer) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        app: App,
+        config: ServerConfig,
+        tracer: Tracer,
+        *,
+        over_capacity: bool = False,
+    ) -> None:
         self.stream = stream
+        # Accepted beyond --max-connections: its first request is answered 503, then closed.
+        self.over_capacity = over_capacity
         self.app = app
         self.config = config
         self.tracer = tracer
@@ -158,6 +168,9 @@ class ConnectionHandler:
             raise TransportError("send_timeout", "peer stopped reading our response") from None
 
     async def _respond(self, event: RequestReceived, body: bytes, started: float) -> None:
+        if self.over_capacity:
+            await self._refuse(event, started)
+            return
         request = Request(event.method, event.target, event.http_version, event.headers, body)
         response = self.app.handle(request)
         if not isinstance(response, Response):
@@ -169,6 +182,28 @@ class ConnectionHandler:
         out = self.core.send_response(self.loop.time(), response.status, headers, response.body)
         await self._send(out)
         self._response_sent(event, response.status, len(response.body), started)
+
+    async def _refuse(self, event: RequestReceived, started: float) -> None:
+        """503 and close: the server is at --max-connections (the request is not served)."""
+        limit = self.config.max_connections
+        self.tracer.emit(
+            Name.REQUEST_REJECTED,
+            Level.WARNING,
+            status=503,
+            kind="over_capacity",
+            reason=f"{limit} connections open (--max-connections)",
+        )
+        body = f"503: the server is at its limit of {limit} open connections; retry\n".encode()
+        headers = [
+            (b"date", _http_date()),
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"retry-after", b"1"),
+        ]
+        out = self.core.send_response(
+            self.loop.time(), 503, headers, body, close_reason="over_capacity"
+        )
+        await self._send(out)
+        self._response_sent(event, 503, len(body), started)
 
     def _response_sent(
         self, event: RequestReceived, status: int, size: int, started: float

@@ -150,11 +150,13 @@ class Server:
     async def _serve_connection(self, stream: Stream) -> None:
         conn_id = next(self._ids)
         self.accepted += 1
+        limit = self.config.max_connections
         handler = ConnectionHandler(
             stream,
             self.app,
             self.config,
             self.tracer.bind(conn_id, stream.local_address, stream.remote_address),
+            over_capacity=0 < limit <= len(self._handlers),
         )
         task = asyncio.current_task()
         assert task is not None
