@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bench.latency import add_latency_arguments, run_latency
+from bench.soak import add_soak_arguments, run_soak
 from bench.throughput import add_throughput_arguments, run_throughput
 
 if TYPE_CHECKING:
@@ -35,3 +36,17 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_throughput_arguments(throughput)
     throughput.set_defaults(func=run_throughput)
+    soak = commands.add_parser(
+        "soak",
+        help="many connections of every kind, well- and ill-behaved (RST, half-close, "
+        "stalls), then proof that nothing was lost or leaked; --shutdown adds a SIGTERM "
+        "under load",
+        description="Rounds of --connections connections against one server process, a "
+        "seeded mix of HTTP/1.0, keep-alive, pipelined, WebSocket, toy TLS and real TLS "
+        "clients and ones that vanish (RST), half-close or stall. Then checks: every "
+        "request answered, connections opened == closed, the JSON log's event counts == "
+        "the metrics', no file descriptor leaked, RSS bounded. Prints each check; writes "
+        "JSON; exit 1 if any fails.",
+    )
+    add_soak_arguments(soak)
+    soak.set_defaults(func=run_soak)

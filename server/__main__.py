@@ -7,6 +7,7 @@ import asyncio
 import math
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from handshake_lab.ws_conn import WSLimits
 from handshake_tls.certs import DEFAULT_DIR
@@ -14,7 +15,11 @@ from server.config import HTTPLimits, ServerConfig
 from server.lifecycle import Server, serve_until_signalled
 from telemetry.setup import Telemetry, add_telemetry_arguments
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 DEFAULTS = ServerConfig()
+LOG_FLUSH_S = 1.0  # a log file is at most this far behind
 LIMITS = HTTPLimits()
 WS = WSLimits()
 
@@ -268,7 +273,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     try:
-        asyncio.run(serve_until_signalled(server, say_ready))
+        asyncio.run(_serve(server, telemetry, say_ready))
     except OSError as exc:
         print(
             f"handshake-lab server: cannot listen on {config.host}:{config.port}: {exc.strerror}",
@@ -278,6 +283,14 @@ def run(args: argparse.Namespace) -> int:
     finally:
         telemetry.close()
     return 0
+
+
+async def _serve(server: Server, telemetry: Telemetry, say_ready: Callable[[Server], None]) -> None:
+    flushing = asyncio.create_task(telemetry.flush_log_every(LOG_FLUSH_S))
+    try:
+        await serve_until_signalled(server, say_ready)
+    finally:
+        flushing.cancel()
 
 
 def main() -> int:

@@ -77,6 +77,9 @@ class LogSink:
         if self.flush_each:
             self.stream.flush()
 
+    def flush(self) -> None:
+        self.stream.flush()
+
     def close(self) -> None:
         self.stream.flush()
 

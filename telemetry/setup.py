@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import TYPE_CHECKING, TextIO
 
@@ -95,6 +96,14 @@ class Telemetry:
         server, thread = start_http_server(port, addr=host, registry=self.metrics.registry)
         self._metrics_server = (server, thread)
         return int(server.server_address[1])
+
+    async def flush_log_every(self, interval_s: float) -> None:
+        """Flush the log every `interval_s` until cancelled: a file log is then never more
+        than that behind (for `tail -f`), and a write per line is not paid for it."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.log is not None:
+                self.log.flush()
 
     def close(self) -> None:
         if self.log is not None:

@@ -156,6 +156,21 @@ async def test_log_and_metrics_count_the_same_events_and_sigterm_exits_0(tmp_pat
         assert {"ts", "level", "event", "role", "conn_id"} <= record.keys()
 
 
+async def test_a_log_file_is_flushed_while_the_server_runs(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    async with server_process("--log-format", "json", "--log-file", str(log)) as server:
+        async with HTTPClient() as client:
+            await client.get(f"{server.url}/health")
+        # Not written at each line (that costs a syscall per event), but within a second
+        # or two, so `tail -f` follows a running server.
+        for _ in range(50):
+            if b'"http.response.sent"' in log.read_bytes():
+                break
+            await asyncio.sleep(0.1)
+        assert b'"http.response.sent"' in log.read_bytes()
+        assert server.process.returncode is None
+
+
 async def test_sigterm_lets_the_request_in_flight_finish() -> None:
     async with server_process("--log-format", "off", "--shutdown-timeout", "5") as server:
         async with HTTPClient() as client:
