@@ -103,6 +103,7 @@ class Wire:
         self.forwarded_segments = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self.write_errors = 0
+        self.device_failures = 0
         self._queues: dict[Role, collections.deque[_Queued]] = {
             Role.CLIENT: collections.deque(),
             Role.SERVER: collections.deque(),
@@ -155,9 +156,12 @@ class Wire:
                 packet = os.read(fd, MAX_PACKET)
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError:  # the device went away under us (namespace deleted): stop it
+            except OSError as exc:  # the device went away under us (deleted): stop reading
                 if self._loop is not None:
                     self._loop.remove_reader(fd)
+                    self._device_failed(
+                        side, "read", exc, "every packet this side sends from now on"
+                    )
                 return
             if self._loop is None:
                 return
@@ -222,8 +226,12 @@ class Wire:
     def _deliver(self, side: Role, item: _Queued) -> None:
         try:
             os.write(self.fds[side.peer], item.packet)
-        except OSError:
+        except OSError as exc:
+            # The segment was read, so it is accounted for: reported dropped, like a loss.
             self.write_errors += 1
+            self._drop(side, item.segment, item.info, item.sent_ts, f"write_error:{exc.strerror}")
+            if self.write_errors == 1:  # said once; each segment lost is its own drop event
+                self._device_failed(side.peer, "write", exc, "what the wire delivers to it")
             return
         ts = time.time()
         self.forwarded += 1
@@ -274,6 +282,23 @@ class Wire:
         attrs = segment_attrs(segment, info, sent_ts)
         attrs["reason"] = reason
         self._emit(Name.WIRE_SEGMENT_DROPPED, side, segment, sent_ts, attrs)
+
+    def _device_failed(self, side: Role, op: str, exc: OSError, lost: str) -> None:
+        self.device_failures += 1
+        self.bus.emit(
+            Event(
+                name=Name.WIRE_DEVICE_FAILED,
+                role=side,
+                ts=time.time(),
+                level=Level.ERROR,
+                attrs={
+                    "kind": f"tun_{op}_failed",
+                    "reason": f"{op} on {side.value}'s TUN device: {exc.strerror}",
+                    "errno": exc.errno,
+                    "lost": lost,
+                },
+            )
+        )
 
     def _emit(
         self, name: Name, side: Role, segment: Segment, ts: float, attrs: dict[str, Any]

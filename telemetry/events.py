@@ -82,6 +82,9 @@ class Name(StrEnum):
     # when the socket is new or gone; `from` "unknown" for what the first sample found).
     KERNEL_STATE_CHANGED = "kernel.state.changed"
     KERNEL_SAMPLER_UNAVAILABLE = "kernel.sampler.unavailable"  # no ss: said once, runs on
+    # One ss run failed (killed, too slow, an error): that sample is lost, and the changes
+    # until the next one are seen merged. `kind` ss_killed, ss_timeout or ss_failed.
+    KERNEL_SAMPLE_FAILED = "kernel.sample.failed"
     # One per sample (debug): sockets by role and state, listen queues, what it cost; the
     # kernel gauges in telemetry/metrics.py are set from it.
     KERNEL_SAMPLE_TAKEN = "kernel.sample.taken"
@@ -89,6 +92,9 @@ class Name(StrEnum):
     # side that sent it; flags, seq/ack (absolute and relative to the ISN), length, window.
     WIRE_SEGMENT_FORWARDED = "wire.segment.forwarded"
     WIRE_SEGMENT_DROPPED = "wire.segment.dropped"
+    # A side's TUN device failed to read (the wire stops reading it: what that side sends
+    # from then on is lost) or to write (that segment is reported dropped too).
+    WIRE_DEVICE_FAILED = "wire.device.failed"
     # Lifecycle of the server process.
     SHUTDOWN_STARTED = "app.shutdown.started"
     SHUTDOWN_COMPLETED = "app.shutdown.completed"

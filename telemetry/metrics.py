@@ -39,6 +39,8 @@ ERROR_EVENTS: Final = frozenset(
         Name.REQUEST_FAILED,
         Name.WS_UPGRADE_REFUSED,
         Name.WS_CONNECTION_FAILED,
+        Name.KERNEL_SAMPLE_FAILED,
+        Name.WIRE_DEVICE_FAILED,
     }
 )
 WS_EVENTS: Final = frozenset(name for name in Name if name.layer == "ws")

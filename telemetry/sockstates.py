@@ -34,6 +34,7 @@ import asyncio
 import functools
 import re
 import resource
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -303,16 +304,19 @@ async def run_ss(ports: Collection[int], *, netns: str | None = None) -> str:
         async with asyncio.timeout(SS_TIMEOUT_S):
             out, err = await process.communicate()
     except TimeoutError:
-        raise SamplerError(f"ss did not answer within {SS_TIMEOUT_S:g} s") from None
+        raise SamplerError(
+            f"ss did not answer within {SS_TIMEOUT_S:g} s", kind="ss_timeout"
+        ) from None
     finally:
         if process.returncode is None:  # timed out or cancelled: no ss left behind
             process.kill()
             await asyncio.shield(process.wait())
-    if process.returncode != 0:
+    status = process.returncode
+    if status is not None and status < 0:  # (communicate() returned: never None here)
+        raise SamplerError(f"ss was killed by {signal.Signals(-status).name}", kind="ss_killed")
+    if status != 0:
         message = err.decode(errors="replace").strip().splitlines()
-        raise SamplerError(
-            f"ss exited with status {process.returncode}: {message[0] if message else ''}"
-        )
+        raise SamplerError(f"ss exited with status {status}: {message[0] if message else ''}")
     return out.decode(errors="replace")
 
 
@@ -330,7 +334,11 @@ async def sample_ss(ports: Collection[int], *, netns: str | None = None) -> list
 
 
 class SamplerError(Exception):
-    """ss ran but gave no sample."""
+    """ss ran but gave no sample; `kind` says how (ss_killed, ss_timeout, ss_failed)."""
+
+    def __init__(self, message: str, *, kind: str = "ss_failed") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -587,6 +595,7 @@ class SocketSampler:
                 # Maybe passing (no file descriptor left, fork refused, a slow kernel): try
                 # again later, and give up only when it keeps failing.
                 self.failures += 1
+                self._emit_failure(exc)
                 self.pacer.finish(self._clock(), None)
                 self.pacer.next_due = self._clock() + self.pacer.interval_s * 2**self.failures
                 if self.failures >= MAX_FAILURES:
@@ -657,6 +666,23 @@ class SocketSampler:
                     "cpu_s": cost_s,
                     "interval_s": self.pacer.achieved_interval_s,
                     "next_in_s": self.pacer.period_s(cost_s),
+                },
+            )
+        )
+
+    def _emit_failure(self, exc: OSError | SamplerError) -> None:
+        self.bus.emit(
+            Event(
+                name=Name.KERNEL_SAMPLE_FAILED,
+                role=self.role,
+                ts=time.time(),
+                level=Level.WARNING,
+                attrs={
+                    "kind": exc.kind if isinstance(exc, SamplerError) else "ss_failed",
+                    "reason": str(exc),
+                    "failures": self.failures,
+                    "lost": "this sample: the changes until the next one are seen merged",
+                    "netns": self.netns,
                 },
             )
         )

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pytest
 
-from handshake_lab.transport import open_tcp_stream
+from handshake_lab.transport import TransportError, open_tcp_stream
 from handshake_tls.certs import make_lab_certificates
 from netlab import netns
 from netlab.network import LabCommandError, LabNetwork, LabUnavailable
@@ -183,6 +183,36 @@ async def test_connect_takes_a_round_trip_and_the_wire_sees_the_handshake() -> N
     previews = [e.attrs["preview"] for e in watch.wire() if e.attrs["payload_bytes"]]
     assert previews == ["GET / HTTP/1.0", "HTTP/1.1 200 OK"]
     assert not watch.wire(Name.WIRE_SEGMENT_DROPPED)
+
+
+@needs_root
+async def test_a_tun_device_that_fails_is_reported_with_what_is_lost() -> None:
+    bus = Bus()
+    watch = Watch(bus)
+    async with LabNetwork(bus, delay_s=0.005) as lab, http10_server(lab):
+        namespaces = (lab.client_ns, lab.server_ns)
+        # The server's device deleted under the wire: reading it fails (EBADFD), and so
+        # does delivering the client's SYN to it.
+        await netns.ip("-n", lab.server_ns, "link", "del", lab.device)
+        await watch.until(lambda: bool(watch.wire(Name.WIRE_DEVICE_FAILED)))
+        with pytest.raises(TransportError):
+            await open_tcp_stream(
+                lab.server_ip, PORT, make_socket=lab.make_client_socket, timeout_s=0.5
+            )
+        await watch.until(lambda: len(watch.wire(Name.WIRE_DEVICE_FAILED)) == 2)
+    read, write = watch.wire(Name.WIRE_DEVICE_FAILED)
+    assert (read.role, read.attrs["kind"], write.attrs["kind"]) == (
+        Role.SERVER,
+        "tun_read_failed",
+        "tun_write_failed",
+    )
+    assert "from now on" in read.attrs["lost"]
+    # Every SYN the wire read is accounted for: dropped, with why.
+    dropped = watch.wire(Name.WIRE_SEGMENT_DROPPED)
+    assert dropped
+    assert all(e.attrs["reason"].startswith("write_error:") for e in dropped)
+    assert {e.attrs["flags"] for e in dropped} == {"SYN"}
+    assert not set(namespaces) & set(netns.list_namespaces())  # and the lab still tore down
 
 
 @needs_root

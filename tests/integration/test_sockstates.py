@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.lifecycle import Server
+from telemetry import sockstates
 from telemetry.bus import Bus
 from telemetry.events import Level, Name, Role, format_address
 from telemetry.metrics import Metrics
@@ -24,13 +25,14 @@ from telemetry.setup import Telemetry
 from telemetry.sockstates import MAX_FAILURES, TCP_STATES, SocketSampler
 from telemetry.timeline import Timeline
 from tests.conftest import make_config, require_tool
-from tests.helpers import status_of, wait_until
+from tests.helpers import sample, status_of, wait_until
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
     from telemetry.events import Event
+    from tests.conftest import Observed
 
 pytestmark = pytest.mark.integration
 
@@ -440,3 +442,42 @@ async def test_a_server_without_ss_says_so_once_and_serves(tmp_path: Path) -> No
     assert unavailable[0]["level"] == "warning"
     assert "ss" in str(unavailable[0]["reason"])
     assert any(r["event"] == "http.response.sent" for r in records)
+
+
+async def test_ss_killed_then_too_slow_loses_two_samples_says_so_and_the_server_serves_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, observed: Observed
+) -> None:
+    real_ss = require_tool("ss")
+    # An ss that is killed (SIGKILL, as the OOM killer would), then hangs, then is the real
+    # one: the server must serve throughout, and each lost sample must be said.
+    script = tmp_path / "ss"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'n=$(cat "{tmp_path}/count" 2>/dev/null || echo 0); echo $((n + 1)) > "{tmp_path}/count"\n'
+        'case "$n" in\n'
+        "  0) kill -9 $$ ;;\n"
+        "  1) exec sleep 5 ;;\n"
+        f'  *) exec {real_ss} "$@" ;;\n'
+        "esac\n"
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(sockstates, "SS_TIMEOUT_S", 0.3)
+    config = make_config(ss_interval_s=0.05, ss_cpu_budget=0.5)
+    async with Server(config, observed.bus) as server:
+        timeline = observed.timeline
+        while not timeline.named(Name.KERNEL_SAMPLE_TAKEN):  # until the real ss answered
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /health HTTP/1.0\r\n\r\n")
+            assert status_of(await reader.read(-1)) == 200  # served while ss fails
+            writer.close()
+            await asyncio.sleep(0.05)
+    failed = timeline.named(Name.KERNEL_SAMPLE_FAILED)
+    assert [e.attrs["kind"] for e in failed] == ["ss_killed", "ss_timeout"]
+    assert failed[0].attrs["reason"] == "ss was killed by SIGKILL"
+    assert "did not answer within 0.3 s" in failed[1].attrs["reason"]
+    assert all("lost" in e.attrs and e.level is Level.WARNING for e in failed)
+    assert not timeline.named(Name.KERNEL_SAMPLER_UNAVAILABLE)  # it recovered
+    registry = observed.metrics.registry
+    for kind in ("ss_killed", "ss_timeout"):
+        assert sample(registry, "handshake_lab_errors_total", role="server", kind=kind) == 1
