@@ -51,16 +51,6 @@ APP_NOTES: Final[dict[Name, str]] = {
     Name.TLS_ALERT_SENT: "tls alert sent",
     Name.TLS_ALERT_RECEIVED: "tls alert received",
 }
-# The toy TLS's handshake steps (tls.handshake.step), as the messages are called.
-TLS_STEPS: Final = {
-    "client_hello": "ClientHello",
-    "server_hello": "ServerHello",
-    "certificate": "Certificate",
-    "server_key_exchange": "ServerKeyExchange",
-    "client_key_exchange": "ClientKeyExchange",
-    "keys": "keys derived",
-    "finished": "Finished",
-}
 NO_WIRE_WIDTH: Final = 44  # without the wire, its column holds the application's notes
 
 
@@ -75,9 +65,11 @@ class Row:
     arrow: str = ""
     server_state: str = ""
     note: str = ""
-    # An application event: whose, and what (`note` says both, for the wire's layout).
+    # An application event: whose, and what (`note` says both, for the wire's layout);
+    # `tag` names the connection when several are drawn.
     side: Role | None = None
     app: str = ""
+    tag: str = ""
 
 
 def segment_label(attrs: dict[str, object]) -> str:
@@ -115,6 +107,17 @@ def arrow(label: str, sender: Role, *, dropped: bool = False, width: int = ARROW
     if sender is Role.CLIENT:
         return f"──{text}{fill}{'✕' if dropped else '▶'}"
     return f"{'✕' if dropped else '◀'}─{text}{fill}─"
+
+
+def tls_step(attrs: dict[str, object]) -> str:
+    """`client_hello` as the message is called, `tls ClientHello`; Finished says which way."""
+    step = str(attrs.get("step"))
+    if step == "keys":
+        return "tls keys derived"
+    name = "".join(part.capitalize() for part in step.split("_"))
+    if "sent" in attrs:
+        name += " sent" if attrs["sent"] else " received"
+    return f"tls {name}"
 
 
 def kernel_state(value: object) -> str:
@@ -159,10 +162,10 @@ def rows(events: Iterable[Event], *, show_ports: bool = False) -> list[Row]:
                 result.append(Row(t_ms, server_state=state, note=note.strip()))
         elif event.name in APP_NOTES or event.name is Name.TLS_HANDSHAKE_STEP:
             who = "client" if client_side else "server"
-            text = APP_NOTES.get(event.name) or "tls " + TLS_STEPS.get(
-                str(event.attrs.get("step")), str(event.attrs.get("step"))
+            text = APP_NOTES.get(event.name) or tls_step(event.attrs)
+            result.append(
+                Row(t_ms, note=f"{tag}{who}: {text}", side=event.role, app=text, tag=tag.strip())
             )
-            result.append(Row(t_ms, note=f"{tag}{who}: {text}", side=event.role, app=text))
     return result
 
 
@@ -196,7 +199,7 @@ def render(
             # No segments to draw: the application's events take the wire's place, beside
             # the side they happened on; the note keeps which connection.
             arrow = row.app if row.side is Role.CLIENT else row.app.rjust(width)
-            note = note.split("] ", 1)[0] + "]" if note.startswith("[:") else ""
+            note = row.tag
         lines.append(
             f"{row.t_ms:>8.1f}  {row.client_state:<{STATE_WIDTH}} "
             f"{arrow:<{width}} {row.server_state:<{STATE_WIDTH}} {note}".rstrip()

@@ -106,6 +106,7 @@ class Lab:
     say: Callable[[str], None]
     leaked: list[socket.socket] = field(default_factory=list)
     tracers: dict[socket.socket, Tracer] = field(default_factory=dict)
+    opened: dict[socket.socket, float] = field(default_factory=dict)  # connected or accepted
     samples: list[tuple[float, Role, SocketSample]] = field(default_factory=list)
     ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -172,15 +173,21 @@ class Lab:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, keepalive_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
         self.leaked.append(sock)
+        started = time.perf_counter()
         await asyncio.get_running_loop().sock_connect(sock, (self.net.server_ip, PORT))
-        self.tracer(Role.CLIENT, sock).emit(Name.CONNECT_COMPLETED)
+        self.tracer(Role.CLIENT, sock).emit(
+            Name.CONNECT_COMPLETED, transport="tcp", lookup_s=0.0,
+            duration_s=time.perf_counter() - started,
+        )  # fmt: skip
+        self.opened[sock] = started
         return sock
 
     async def accept(self, listener: socket.socket) -> socket.socket:
         conn, _ = await asyncio.get_running_loop().sock_accept(listener)
         conn.setblocking(False)
         self.leaked.append(conn)
-        self.tracer(Role.SERVER, conn).emit(Name.CONNECTION_ACCEPTED)
+        self.tracer(Role.SERVER, conn).emit(Name.CONNECTION_ACCEPTED, transport="tcp")
+        self.opened[conn] = time.perf_counter()
         return conn
 
     def tracer(self, role: Role, sock: socket.socket) -> Tracer:
@@ -196,9 +203,20 @@ class Lab:
         return self.tracers[sock]
 
     def close_all(self) -> None:
+        """Close what the scenario's own applications left open, and say so: a connection
+        opened in the events is closed in them too (the metrics' active count returns)."""
         for sock in self.leaked:
+            if sock in self.opened:
+                tracer = self.tracers[sock]
+                tracer.emit(
+                    Name.CONNECTION_CLOSED, transport="tcp", protocol="none",
+                    closed_by=tracer.role.value, reason="scenario_ended", requests=0,
+                    lifetime_s=time.perf_counter() - self.opened[sock],
+                    bytes_received=0, bytes_sent=0,  # (plain sockets: not counted)
+                )  # fmt: skip
             sock.close()
         self.leaked.clear()
+        self.opened.clear()
 
     # What was observed.
     def segments(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import textwrap
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
@@ -15,7 +17,7 @@ from netlab.netns import lab_unavailable_reason
 from server.config import ServerConfig
 from server.lifecycle import Server
 from telemetry.setup import Telemetry
-from tour import http, kernel, tls, websocket, wire
+from tour import keep_alive, kernel, tls, websocket, wire
 from tour.tour import RULE, WIDTH, Tour
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from telemetry.metrics import Metrics
     from tour.tour import Lesson
 
-LOOPBACK: Final = [http.LESSON, websocket.LESSON, tls.TOY, tls.REAL, kernel.LESSON]
+LOOPBACK: Final = [keep_alive.LESSON, websocket.LESSON, tls.TOY, tls.REAL, kernel.LESSON]
 LESSONS: Final = {lesson.name: lesson for lesson in [*LOOPBACK, *wire.LESSONS]}
 # The metric families the ending shows a few lines of (the server's side).
 SHOWN_METRICS: Final = (
@@ -88,9 +90,11 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def chosen_lessons(args: argparse.Namespace) -> list[Lesson]:
-    """The lessons to run, in the syllabus's order (--lesson picks, --lab adds the wire)."""
+    """The lessons to run, in the syllabus's order (--lesson picks, --lab adds every wire
+    lesson)."""
     if args.lesson:
-        return [lesson for name, lesson in LESSONS.items() if name in args.lesson]
+        named = [lesson for name, lesson in LESSONS.items() if name in args.lesson]
+        return [*named, *(w for w in wire.LESSONS if args.lab and w not in named)]
     return [*LOOPBACK, *(wire.LESSONS if args.lab else [])]
 
 
@@ -116,7 +120,7 @@ def run_demo(args: argparse.Namespace) -> int:
         telemetry.close()
         return _fail(f"cannot start the telemetry: {exc}")
     try:
-        return asyncio.run(tour(args, lessons, telemetry, metrics, metrics_url))
+        return asyncio.run(run_tour(args, lessons, telemetry, metrics, metrics_url))
     except KeyboardInterrupt:
         return _fail("stopped (Ctrl-C)", 130)
     except OSError as exc:
@@ -130,7 +134,7 @@ def _fail(message: str, status: int = 2) -> int:
     return status
 
 
-async def tour(
+async def run_tour(
     args: argparse.Namespace,
     lessons: list[Lesson],
     telemetry: Telemetry,
@@ -141,83 +145,108 @@ async def tour(
     config = ServerConfig(port=args.port, toy_tls_port=0, real_tls_port=0, certs_dir=certs)
     failed: list[str] = []
     async with Server(config, telemetry.bus) as server:
-        lab = Tour(telemetry.bus, server, sys.stdout, args.count, certs / "ca.pem")
-        lab.say(
-            f"handshake-lab demo: the server listens on {lab.http} (HTTP, WebSocket), "
-            f"{lab.toytls} (toy TLS) and {lab.https} (real TLS), loopback only; "
+        tour = Tour(telemetry.bus, server, sys.stdout, args.count, certs / "ca.pem")
+        tour.say(
+            f"handshake-lab demo: the server listens on {tour.http} (HTTP, WebSocket), "
+            f"{tour.toytls} (toy TLS) and {tour.https} (real TLS), loopback only; "
             f"metrics of this run at {metrics_url}/metrics"
         )
-        lab.say(f"lessons: {', '.join(lesson.name for lesson in lessons)}")
+        tour.say(f"lessons: {', '.join(lesson.name for lesson in lessons)}")
         pausing = args.step
+        stdin = StdinLines()
         for number, lesson in enumerate(lessons, 1):
             if pausing:
-                answer = await ask(f"\n[Enter: lesson {number}, {lesson.name}; q: stop here] ")
+                answer = await stdin.ask(
+                    f"\n[Enter: lesson {number}, {lesson.name}; q: stop here] "
+                )
                 if answer is None:  # stdin closed: go on without pausing
                     pausing = False
                 elif answer.strip().lower() in ("q", "quit"):
                     break
-            introduce(lab, lesson, number, len(lessons))
+            introduce(tour, lesson, number, len(lessons))
             try:
-                findings = await lesson.run(lab)
+                findings = await lesson.run(tour)
             except Exception as exc:  # a lesson that fails says why; the others still run
                 failed.append(lesson.name)
-                lab.say(f"!! the {lesson.name} lesson failed: {exc!r}")
+                tour.say(f"!! the {lesson.name} lesson failed: {exc!r} (traceback on stderr)")
+                traceback.print_exc()
                 continue
             for finding in findings:
-                lab.say(
+                tour.say(
                     textwrap.fill(finding, WIDTH, initial_indent="=> ", subsequent_indent="   ")
                 )
-    ending(lab, metrics, metrics_url, ran_wire=any(lesson.needs_root for lesson in lessons))
+    ending(tour, metrics, metrics_url, ran_wire=any(lesson.needs_root for lesson in lessons))
     if failed:
-        lab.say(f"\n{len(failed)} lesson(s) failed: {', '.join(failed)}")
+        tour.say(f"\n{len(failed)} lesson(s) failed: {', '.join(failed)}")
         return 1
     return 0
 
 
-def introduce(lab: Tour, lesson: Lesson, number: int, total: int) -> None:
-    lab.say(f"\n{'=' * WIDTH}\nLesson {number}/{total}: {lesson.title}")
-    lab.say(f"({lesson.name}; the syllabus's {lesson.syllabus})\n{'=' * WIDTH}")
-    lab.paragraph(lesson.explain)
-    lab.paragraph(f"Look at: {lesson.look_at}")
+def introduce(tour: Tour, lesson: Lesson, number: int, total: int) -> None:
+    tour.say(f"\n{'=' * WIDTH}\nLesson {number}/{total}: {lesson.title}")
+    tour.say(f"({lesson.name}; the syllabus's {lesson.syllabus})\n{'=' * WIDTH}")
+    tour.paragraph(lesson.explain)
+    tour.paragraph(f"Look at: {lesson.look_at}")
 
 
-def ending(lab: Tour, metrics: Metrics, metrics_url: str, *, ran_wire: bool) -> None:
-    lab.say(f"\n{RULE}\nWhat the tour left behind\n{RULE}")
-    lab.say(f"Every event above was also counted as a Prometheus metric ({metrics_url}/metrics")
-    lab.say("while the tour ran; this process now stops). The server's side, for example:")
+def ending(tour: Tour, metrics: Metrics, metrics_url: str, *, ran_wire: bool) -> None:
+    tour.say(f"\n{RULE}\nWhat the tour left behind\n{RULE}")
+    tour.say(f"Every event above was also counted as a Prometheus metric ({metrics_url}/metrics")
+    tour.say("while the tour ran; this process now stops). The server's side, for example:")
     for line in generate_latest(metrics.registry).decode().splitlines():
         if line.startswith(SHOWN_METRICS) and 'role="server"' in line:
-            lab.say(f"  {line}")
-    lab.paragraph(
+            tour.say(f"  {line}")
+    tour.paragraph(
         "To keep watching: `handshake-lab server` (metrics on http://127.0.0.1:9464/metrics) "
         "and, in another terminal, `handshake-lab client load` (a steady mix of every kind of "
         "traffic; its metrics on :9465). The dashboard: `docker compose up --build`, then "
         "http://localhost:3000 (Grafana, with Prometheus on :9090)."
     )
     if not ran_wire:
-        lab.paragraph(
+        tour.paragraph(
             "As root, `handshake-lab demo --lab` adds the wire lessons: the real segments of "
             "each TCP lesson, with their seq/ack (`handshake-lab demo --list` lists them)."
         )
 
 
-async def ask(prompt: str) -> str | None:
-    """A line from stdin, or None at its end, without blocking the loop (the server and the
-    metrics go on answering while the tour waits)."""
-    print(prompt, end="", flush=True)
-    loop = asyncio.get_running_loop()
-    line: asyncio.Future[str] = loop.create_future()
-    fd = sys.stdin.fileno()
+class StdinLines:
+    """Lines from stdin, read without blocking the loop (the server and the metrics go on
+    answering while the tour waits). One read may bring several lines (a pipe): they are
+    kept for the next pauses."""
 
-    def readable() -> None:
-        if not line.done():
-            line.set_result(sys.stdin.readline())
+    def __init__(self) -> None:
+        self.buffer = b""
+        try:
+            self.fd: int | None = sys.stdin.fileno() if sys.stdin is not None else None
+        except (OSError, ValueError):  # closed (`<&-`) or not a real file
+            self.fd = None
 
-    try:
-        loop.add_reader(fd, readable)
-    except (OSError, ValueError):  # a regular file: reading it cannot block
-        return sys.stdin.readline() or None
-    try:
-        return await line or None
-    finally:
-        loop.remove_reader(fd)
+    async def ask(self, prompt: str) -> str | None:
+        """The next line after printing `prompt`; None once stdin has ended."""
+        print(prompt, end="", flush=True)
+        while b"\n" not in self.buffer and self.fd is not None:
+            await self._fill(self.fd)
+        line, newline, self.buffer = self.buffer.partition(b"\n")
+        return line.decode(errors="replace") if newline or line else None
+
+    async def _fill(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        readable: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not readable.done():
+                readable.set_result(None)
+
+        try:
+            loop.add_reader(fd, wake)
+        except (OSError, ValueError):  # a regular file: reading it never blocks
+            pass
+        else:
+            try:
+                await readable
+            finally:
+                loop.remove_reader(fd)
+        data = os.read(fd, 4096)
+        if not data:
+            self.fd = None
+        self.buffer += data

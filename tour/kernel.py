@@ -24,7 +24,9 @@ async def run(tour: Tour) -> list[str]:
         tour.say(f"HTTP/1.0 request from {short.local}: the server answers, then closes first")
         async with HTTPClient(tour.bus, http_version="1.1") as client:
             kept = await client.get(f"{tour.http}/health")
-            tour.say(f"HTTP/1.1 request from {kept.local}: the connection stays open 0.1 s...")
+            tour.say(
+                f"HTTP/1.1 request from {kept.local}: the connection stays open {HOLD_S:g} s..."
+            )
             await asyncio.sleep(HOLD_S)
         tour.say("... until our client is done and closes it first")
         tour.say("the ladder, from both ends' events and ss:")
@@ -35,9 +37,10 @@ async def run(tour: Tour) -> list[str]:
     return [
         time_wait_finding(changes, short.local, "HTTP/1.0", "the server"),
         time_wait_finding(changes, kept.local, "keep-alive", "the client"),
-        "Linux holds TIME_WAIT 60 s (2 MSL): a late duplicate segment of this connection "
-        "cannot be taken for part of a new one with the same four ports, and if the last "
-        "ACK is lost the peer's FIN can still be answered. A busy HTTP/1.0 server pays for "
+        "Linux holds TIME_WAIT a fixed 60 s (TCP_TIMEWAIT_LEN; RFC 793's 2 MSL would be 4 "
+        "minutes): a late duplicate segment of this connection cannot be taken for part of "
+        "a new one with the same four-tuple (addresses and ports), and if the last ACK is "
+        "lost the peer's FIN can still be answered. A busy HTTP/1.0 server pays for "
         "it in sockets: `handshake-lab bench throughput` counts thousands.",
     ]
 

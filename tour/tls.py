@@ -7,6 +7,7 @@ import ssl
 import statistics
 from typing import TYPE_CHECKING
 
+from bench.latency import TRANSPORTS
 from client.__main__ import format_response
 from client.client import HTTPClient
 from client.explain import HandshakeExplainer
@@ -22,8 +23,13 @@ if TYPE_CHECKING:
     from tour.tour import Tour
 
 MS = 1000.0
-# Round trips before the client may send its request (bench/latency.py's model).
-ROUND_TRIPS = {"TCP": 1, "TLSv1.3": 1, "TLSv1.2": 2, "toy": 2}
+# Round trips before the client may send its request: TCP's, then the TLS handshake's
+# (bench/latency.py's model).
+ROUND_TRIPS = {
+    "TCP": 1,
+    "TLSv1.3": 1 + TRANSPORTS["tls1.3"].handshake_rtts,
+    "TLSv1.2": 1 + TRANSPORTS["tls1.2"].handshake_rtts,
+}
 
 
 async def run_toy(tour: Tour) -> list[str]:
@@ -42,17 +48,18 @@ async def run_toy(tour: Tour) -> list[str]:
             tour.say("the ladder, from both ends' events and ss:")
         durations[name] = handshake_ms(timeline.events, "toy")
     tour.notes["toy_ecdhe_ms"] = durations["ecdhe"]
+    key = tour.cafile.parent / "server-rsa.key"
     return [
         f"rsa: {durations['rsa']:.3f} ms. The client made the premaster secret C and sent it "
-        "encrypted to the certificate's RSA key: whoever gets that key later (server-rsa.key) "
-        "can open a recording of this connection (`client get --record`, then `handshake-lab "
-        "tls decrypt --server-key`).",
+        f"encrypted to the certificate's RSA key: whoever gets that key later ({key}) can "
+        "open a recording of such a connection (`handshake-lab client get URL --kx rsa "
+        f"--record FILE`, then `handshake-lab tls decrypt FILE --server-key {key}`).",
         f"ecdhe: {durations['ecdhe']:.3f} ms. Each side sent an ephemeral X25519 share, the "
         "server's signed by its certificate's key; the shared secret was never sent and the "
         "shares are gone: the server's key alone cannot open a recording (forward secrecy).",
-        "Both: keys from HKDF(secret, A, B), so neither random can be replayed; Finished "
-        "proves both sides saw the same handshake. A toy for learning, not for protecting "
-        "anything: real TLS follows.",
+        "Both: keys from HKDF(secret, A, B), so a replayed handshake meets a fresh random "
+        "and derives other keys; Finished proves both sides saw the same handshake. A toy "
+        "for learning, not for protecting anything: real TLS follows.",
     ]
 
 
@@ -111,11 +118,16 @@ async def run_real(tour: Tour) -> list[str]:
     ]
     toy = tour.notes.get("toy_ecdhe_ms")
     if toy is not None:
-        lines.append(f"the toy's ecdhe handshake took {toy:.3f} ms (the same steps, in Python).")
+        lines.append(
+            f"The toy's ecdhe handshake alone (after TCP's) took {toy:.3f} ms: in Python, and "
+            "shaped like TLS 1.2's, two round trips."
+        )
+    certs = tour.cafile.parent
     lines.append(
-        "Try it with a server running (`handshake-lab server`): `openssl s_client -connect "
-        f"127.0.0.1:8444 -CAfile {tour.cafile} -tls1_2`, or `curl -v --cacert {tour.cafile} "
-        "https://localhost:8444/health`; SSLKEYLOGFILE makes the traffic readable in Wireshark."
+        f"Try it with a server running (`handshake-lab server --certs-dir {certs}`): "
+        f"`openssl s_client -connect 127.0.0.1:8444 -CAfile {tour.cafile} -tls1_2`, or "
+        f"`curl -v --cacert {tour.cafile} https://localhost:8444/health`; SSLKEYLOGFILE makes "
+        "the traffic readable in Wireshark."
     )
     return lines
 
@@ -190,6 +202,7 @@ REAL = Lesson(
     "it agreed (version, cipher suite) and what it cost (connect time: TCP's handshake "
     "plus TLS's), next to a plain TCP connect.",
     look_at="the version and suite of each; the connect times: TCP alone, TCP + TLS 1.3, "
-    "TCP + TLS 1.2.",
+    "TCP + TLS 1.2; in the ladder, the server's accept() after the client's handshake: "
+    "asyncio hands a TLS connection over only once its handshake is done.",
     run=run_real,
 )

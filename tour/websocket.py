@@ -3,6 +3,7 @@ server pushing unasked, and the closing handshake (L15)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from client.trace import trace
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from tour.tour import Tour
 
 TICK_MS = 100
+CLOSE_EVENTS = (Name.WS_CLOSE_SENT, Name.WS_CLOSE_RECEIVED)
 
 
 async def run(tour: Tour) -> list[str]:
@@ -35,7 +37,7 @@ async def run(tour: Tour) -> list[str]:
             for _ in range(tour.count):
                 tour.say(f"  <- {_text(await ws.receive())}")
         tour.say("the ladder, from both ends' events and ss:")
-    return summary(timeline.events, tour.count)
+    return summary(timeline.events)
 
 
 def _text(message: MessageReceived | None) -> str:
@@ -44,34 +46,47 @@ def _text(message: MessageReceived | None) -> str:
     return message.data if isinstance(message.data, str) else repr(message.data)
 
 
-def summary(events: list[Event], count: int) -> list[str]:
+def summary(events: list[Event]) -> list[str]:
+    """What the server's events say about its WebSockets: upgrades, echoes, pushes, and
+    who began each closing handshake and each TCP close."""
     server = [e for e in events if e.role is Role.SERVER]
     accepted = sum(1 for e in server if e.name is Name.CONNECTION_ACCEPTED)
-    upgrades = sum(1 for e in server if e.name is Name.WS_UPGRADE_ACCEPTED)
-    ticker = {
-        e.conn_id
-        for e in server
-        if e.name is Name.WS_UPGRADE_ACCEPTED and e.attrs["path"] == "/ws/ticker"
-    }
-    pushed = sum(1 for e in server if e.name is Name.WS_MESSAGE_SENT and e.conn_id in ticker)
-    # The server's first Close event on each connection says who began the closing handshake.
+    paths = {e.conn_id: e.attrs["path"] for e in server if e.name is Name.WS_UPGRADE_ACCEPTED}
+    on = Counter((paths.get(e.conn_id), e.name) for e in server)
+    echoed = min(on["/ws/echo", Name.WS_MESSAGE_RECEIVED], on["/ws/echo", Name.WS_MESSAGE_SENT])
+    pushed = on["/ws/ticker", Name.WS_MESSAGE_SENT]
+    lines = [
+        f"{len(paths)} WebSocket(s) over {accepted} TCP connection(s): each began as one HTTP "
+        "GET answered 101 Switching Protocols, then carried frames both ways.",
+        f"{echoed} message(s) echoed on /ws/echo; {pushed} pushed by the server on /ws/ticker "
+        "without a request (what plain HTTP cannot do).",
+    ]
+    # The server's first Close event on each connection says who began the closing
+    # handshake; a Close both sent and received means it was completed.
     first_close: dict[int | None, Name] = {}
+    closes: dict[int | None, set[Name]] = {}
     for e in server:
-        if e.name in (Name.WS_CLOSE_SENT, Name.WS_CLOSE_RECEIVED):
+        if e.name in CLOSE_EVENTS:
             first_close.setdefault(e.conn_id, e.name)
+            closes.setdefault(e.conn_id, set()).add(e.name)
     by_client = sum(1 for name in first_close.values() if name is Name.WS_CLOSE_RECEIVED)
+    completed = sum(1 for names in closes.values() if len(names) == len(CLOSE_EVENTS))
     first_fin = {e.conn_id: e.attrs["active_closer"] for e in server if e.name is Name.FIN_SENT}
     by_server = sum(1 for active in first_fin.values() if active)
-    return [
-        f"{upgrades} WebSockets over {accepted} TCP connection(s): each began as one HTTP GET "
-        "answered 101 Switching Protocols, then carried frames both ways.",
-        f"{count} messages echoed on one connection; {pushed} pushed by the server on the "
-        "other without a request (what plain HTTP cannot do).",
-        f"Closing: the client sent Close first on {by_client} of {len(first_close)}, the "
-        f"server answered with its own; then the server sent FIN first on {by_server} of "
-        f"{len(first_fin)} (RFC 6455 §7.1.1: the server closes TCP first): TIME_WAIT on the "
-        "server.",
-    ]
+    fin_side = (
+        "TIME_WAIT on the server"
+        if first_fin and by_server == len(first_fin)
+        else "TIME_WAIT on the client"
+        if first_fin and by_server == 0
+        else "TIME_WAIT on whichever side sent FIN first"
+    )
+    lines.append(
+        f"Closing: the client sent Close first on {by_client} of {len(first_close)}, and "
+        f"{completed} closing handshake(s) completed (a Close each way); then the server "
+        f"sent FIN first on {by_server} of {len(first_fin)} (RFC 6455 §7.1.1: the server "
+        f"should close TCP first): {fin_side}."
+    )
+    return lines
 
 
 LESSON = Lesson(

@@ -45,13 +45,14 @@ def tour_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     return out, log
 
 
-def lesson_text(out: str, name: str) -> str:
+def lesson_text(out: str, name: str, *, raw: bool = False) -> str:
     """The output of one lesson, from its header to the next one's (or the ending), with
-    its runs of white space made one space (findings are wrapped at any word)."""
+    its runs of white space made one space (findings are wrapped at any word) unless raw."""
     titles = [LESSONS[n].title for n in (lesson.name for lesson in LOOPBACK)]
     start = out.index(LESSONS[name].title)
     ends = [out.find(t, start + 1) for t in titles] + [out.find("What the tour left behind")]
-    return " ".join(out[start : min(e for e in ends if e > start)].split())
+    text = out[start : min(e for e in ends if e > start)]
+    return text if raw else " ".join(text.split())
 
 
 def test_every_loopback_lesson_runs_in_order_with_its_ladder(tour_run: tuple[str, Path]) -> None:
@@ -91,8 +92,9 @@ def test_websocket_pushes_and_closes(tour_run: tuple[str, Path]) -> None:
     pushed = re.search(r"(\d+) pushed by the server", text)
     assert pushed is not None
     assert int(pushed.group(1)) >= COUNT
-    assert "the client sent Close first on 2 of 2" in text
+    assert "the client sent Close first on 2 of 2, and 2 closing handshake(s) completed" in text
     assert "the server sent FIN first on 2 of 2" in text
+    assert f"{COUNT} message(s) echoed on /ws/echo" in text
     # The ladder draws the frames on both sides.
     assert "ws message received" in text
     assert "ws Close sent" in text
@@ -129,7 +131,14 @@ def test_kernel_states_put_time_wait_on_whoever_closed_first(tour_run: tuple[str
     text = lesson_text(tour_run[0], "kernel")
     assert re.search(r"HTTP/1\.0: TIME_WAIT on the server's socket .* as it sent FIN first", text)
     assert re.search(r"keep-alive: TIME_WAIT on the client's socket .* as it sent FIN first", text)
-    assert "ESTABLISHED" in text  # the kept-alive connection was held open for ss to see
+    # The kept-alive connection was held open for ss to see: ESTABLISHED in both state
+    # columns of the ladder (the client's right after the time, the server's after the notes).
+    port = re.search(r"keep-alive: TIME_WAIT on the client's socket 127\.0\.0\.1:(\d+)", text)
+    assert port is not None
+    rows = lesson_text(tour_run[0], "kernel", raw=True).splitlines()
+    tagged = [row for row in rows if f"[:{port.group(1)}]" in row]
+    assert any(re.match(r"\s+[\d.]+  ESTABLISHED ", row) for row in tagged)
+    assert any(re.search(r"\s{20}ESTABLISHED\s+\[:", row) for row in tagged)
 
 
 def test_the_log_and_the_metrics_tell_the_same_story(tour_run: tuple[str, Path]) -> None:
@@ -156,7 +165,8 @@ async def test_step_pauses_with_the_metrics_live_and_q_stops(tmp_path: Path) -> 
     async with tour_process(tmp_path, "--step") as process:
         assert process.stdout is not None
         assert process.stdin is not None
-        first = (await process.stdout.readline()).decode()
+        async with asyncio.timeout(30):
+            first = (await process.stdout.readline()).decode()
         metrics_url = re.search(r"(http://127\.0\.0\.1:\d+/metrics)", first)
         assert metrics_url is not None
         await read_until(process, b"[Enter: lesson 1")
@@ -171,7 +181,8 @@ async def test_step_pauses_with_the_metrics_live_and_q_stops(tmp_path: Path) -> 
         assert opened is not None
         assert float(opened.group(1)) == COUNT + 1  # the http lesson's connections
         await send(process, b"q\n")
-        rest = await process.stdout.read()
+        async with asyncio.timeout(30):
+            rest = await process.stdout.read()
         assert await process.wait() == 0
     assert b"Lesson 2/" not in rest
     assert b"What the tour left behind" in rest
@@ -182,10 +193,22 @@ async def test_step_goes_on_without_pausing_when_stdin_ends(tmp_path: Path) -> N
         assert p.stdin is not None
         assert p.stdout is not None
         p.stdin.close()
-        out = (await p.stdout.read()).decode()
+        async with asyncio.timeout(60):
+            out = (await p.stdout.read()).decode()
         assert await p.wait() == 0
     assert "Lesson 1/2" in out
     assert "Lesson 2/2" in out
+
+
+async def test_step_takes_lines_that_arrive_together(tmp_path: Path) -> None:
+    # Two Enters in one write, and the pipe left open: both lessons run, no waiting for EOF.
+    async with tour_process(tmp_path, "--step", "--lesson", "http", "--lesson", "kernel") as p:
+        await send(p, b"\n\n")
+        await read_until(p, b"What the tour left behind")
+        assert p.stdin is not None
+        p.stdin.close()
+        async with asyncio.timeout(30):
+            assert await p.wait() == 0
 
 
 async def test_list_and_a_bad_lesson_name() -> None:
@@ -201,12 +224,20 @@ async def test_list_and_a_bad_lesson_name() -> None:
 @pytest.mark.usefixtures("lab_possible")
 async def test_a_wire_lesson_draws_the_real_segments(tmp_path: Path) -> None:
     code, out, err = await run(
-        "demo", "--lesson", "handshake", "--certs-dir", str(tmp_path), timeout_s=60
+        "demo",
+        "--lesson",
+        "handshake",
+        "--lesson",
+        "close",
+        "--certs-dir",
+        str(tmp_path),
+        timeout_s=60,
     )
     assert code == 0, err
     assert "On the wire: three-way handshake" in out
     assert re.search(r"SYN seq=\d+; SYN-ACK seq=\d+ ack=\d+ \(x\+1: True\)", out)
     assert "As root, `handshake-lab demo --lab`" not in out  # it ran a wire lesson
+    assert "failed" not in err  # every sink took every event (the metrics too)
 
 
 # ---- driving a tour through its stdin ----------------------------------------------------

@@ -4,8 +4,10 @@ tested here on hand-made events, including the outcomes a healthy run never prod
 from __future__ import annotations
 
 from telemetry.events import Event, Name, Role
+from tour.keep_alive import connections_summary
 from tour.kernel import time_wait_finding
 from tour.tls import who_finished_first
+from tour.websocket import summary
 
 SERVER = "127.0.0.1:8080"
 CLIENT = "127.0.0.1:40000"
@@ -64,3 +66,36 @@ def test_who_finished_first_per_connection() -> None:
     assert len(lines) == 2
     assert lines[0].startswith("TLSv1.3: the client's handshake completed first, 2.000 ms")
     assert lines[1].startswith("TLSv1.2: the server's handshake completed first, 1.000 ms")
+
+
+def server_event(name: Name, conn: int, **attrs: object) -> Event:
+    return Event(name, Role.SERVER, 1.0, conn_id=conn, attrs=dict(attrs))
+
+
+def test_websocket_summary_says_only_what_the_events_show() -> None:
+    events = [
+        server_event(Name.CONNECTION_ACCEPTED, 1),
+        server_event(Name.WS_UPGRADE_ACCEPTED, 1, path="/ws/echo"),
+        server_event(Name.WS_MESSAGE_RECEIVED, 1),
+        server_event(Name.WS_MESSAGE_SENT, 1),
+        server_event(Name.WS_CLOSE_SENT, 1, code=1001),  # the server began closing
+        server_event(Name.FIN_SENT, 1, active_closer=False),  # and the client's FIN came first
+    ]
+    echoes, closing = summary(events)[1:]
+    assert echoes.startswith("1 message(s) echoed on /ws/echo; 0 pushed")
+    assert "the client sent Close first on 0 of 1, and 0 closing handshake(s) completed" in closing
+    assert "the server sent FIN first on 0 of 1" in closing
+    assert closing.endswith("TIME_WAIT on the client.")
+
+
+def test_connections_summary_counts_who_closed_first() -> None:
+    events = [
+        server_event(Name.CONNECTION_ACCEPTED, 1),
+        server_event(Name.CONNECTION_ACCEPTED, 2),
+        server_event(Name.CONNECTION_CLOSED, 1, closed_by="server"),
+        server_event(Name.CONNECTION_CLOSED, 2, closed_by="client"),
+    ]
+    lines = connections_summary(events, 2)
+    assert lines[0] == "=> 2 requests, 2 TCP connection(s), so 2 three-way handshake(s)."
+    assert "The server closed 1 connection(s) first" in lines[1]
+    assert "The client closed 1 connection(s) first" in lines[2]
