@@ -29,6 +29,7 @@ import random
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,11 +47,11 @@ from client.client import HTTPClient
 from client.ws import connect
 from handshake_tls.certs import real_tls_client_context
 from handshake_tls.wire import KeyExchange
+from telemetry.sockstates import ss_argv
 
 if TYPE_CHECKING:
     import argparse
     import ssl
-    import subprocess
     from collections.abc import Awaitable, Callable, Iterable
 
 # Behaviour -> weight in the mix (of 100).
@@ -446,11 +447,16 @@ def shutdown_checks(records: list[dict[str, Any]], code: int, took_s: float) -> 
             open_ws.add(r["conn_id"])
         elif r["event"] in ("ws.close.sent", "ws.close.received", "tcp.connection.closed"):
             open_ws.discard(r["conn_id"])
-    going_away = {
-        r["conn_id"]
-        for r in records[started:]
-        if r["event"] == "ws.close.sent" and r["role"] == "server" and r.get("code") == 1001
-    }
+    # Each open WebSocket's closing after the signal: the server's Close 1001 (Going Away),
+    # unless the client's own Close (sent just before) arrived first and was answered.
+    going_away: set[int] = set()
+    first_close: dict[int, dict[str, Any]] = {}
+    for r in records[started:]:
+        if r["role"] == "server" and r["event"] in ("ws.close.sent", "ws.close.received"):
+            first_close.setdefault(r["conn_id"], r)
+    for conn, first in first_close.items():
+        if first["event"] == "ws.close.received" or first.get("code") == 1001:
+            going_away.add(conn)
     unanswered = unanswered_requests(records)
     return [
         Check(
@@ -465,9 +471,10 @@ def shutdown_checks(records: list[dict[str, Any]], code: int, took_s: float) -> 
             f"{completed.get('cancelled')} cancelled; unanswered {unanswered[:10] or 'none'}",
         ),
         Check(
-            "every open WebSocket got Close 1001",
+            "every open WebSocket got Close 1001 (or had its own Close answered)",
             bool(open_ws) and open_ws <= going_away,
-            f"{len(open_ws)} open at the signal, {len(open_ws & going_away)} closed with 1001",
+            f"{len(open_ws)} open at the signal, {len(open_ws & going_away)} closed with 1001 "
+            "or closing already",
         ),
     ]
 
@@ -494,6 +501,20 @@ def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.10,
         metavar="FRACTION",
         help="RSS may grow this much from the first round to the last (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ss-interval",
+        type=float,
+        default=0.1,
+        metavar="S",
+        help="the server's kernel sampler interval; 0 turns it off (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="after each round, wait (up to 65 s) until the TIME_WAIT sockets it left are "
+        "gone before reading RSS: the kernel sampler remembers every socket ss lists, so "
+        "RSS follows the kernel's socket count until then",
     )
     parser.add_argument(
         "--shutdown", action="store_true", help="then soak again and send SIGTERM mid-way"
@@ -529,7 +550,7 @@ def run_soak(args: argparse.Namespace) -> int:
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="handshake-lab-soak-") as scratch, Processes() as ps:
         work = Path(scratch)
-        server = Server.start(ps, work)
+        server = Server.start(ps, work, args.ss_interval)
         target = server.target
         log(f"server pid {server.process.pid}; warming up (every behaviour once or more)")
         await soak_round(target, 100, 8, seed=0)
@@ -544,6 +565,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 target, args.connections, args.concurrency, args.seed + number
             )
             took = time.monotonic() - started
+            if args.drain:
+                waited = await asyncio.to_thread(server.drain_time_wait)
+                log(f"  TIME_WAIT drained after {waited:.0f} s")
             after = server.settled()
             fds.append(after.fds)
             rss.append(after.rss)
@@ -644,7 +668,7 @@ class Server:
     log_path: Path
 
     @classmethod
-    def start(cls, processes: Processes, work: Path) -> Server:
+    def start(cls, processes: Processes, work: Path, ss_interval_s: float) -> Server:
         port, toy, tls, metrics = (free_port() for _ in range(4))
         log_path = work / "events.jsonl"
         process = processes.start(
@@ -656,6 +680,7 @@ class Server:
                 "--log-format", "json", "--log-file", str(log_path), "--log-level", "debug",
                 "--header-timeout", str(HEADER_TIMEOUT_S),
                 "--shutdown-timeout", str(SHUTDOWN_TIMEOUT_S),
+                "--ss-interval", str(ss_interval_s),
             ],
             output=work / "server.out",
         )  # fmt: skip
@@ -677,6 +702,21 @@ class Server:
             rss_kib(self.process.pid),
             total(samples, "handshake_lab_connections_opened_total"),
         )
+
+    def drain_time_wait(self, timeout_s: float = 65.0) -> float:
+        """Wait until no socket on the server's ports is in TIME_WAIT (Linux holds them
+        60 s), then two sampler intervals more; the seconds waited."""
+        t = self.target
+        port_filter = ss_argv([t.port, t.toy_port, t.tls_port])[-1]  # ( sport = :P or ... )
+        argv = ["ss", "-Htan", "state", "time-wait", port_filter]
+        started = time.monotonic()
+        while time.monotonic() - started < timeout_s:
+            listing = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            if not listing.strip():
+                break
+            time.sleep(1.0)
+        time.sleep(1.0)  # the sampler's next samples see them gone
+        return time.monotonic() - started
 
     def snapshot(self) -> tuple[dict[Any, float], list[dict[str, Any]]]:
         """The metrics and the log lines emitted before the scrape. The log is flushed

@@ -79,7 +79,7 @@ def test_shutdown_checks_need_1001_for_every_open_websocket_and_exit_0() -> None
         rec("app.shutdown.completed", None, cancelled=0, open_connections=2),
     ]
     by_name = {c.name: c.ok for c in shutdown_checks(records, 0, 1.0)}
-    assert not by_name["every open WebSocket got Close 1001"]
+    assert not by_name["every open WebSocket got Close 1001 (or had its own Close answered)"]
     assert by_name["exit 0 within the shutdown timeout"]
     assert not {c.name: c.ok for c in shutdown_checks(records, 1, 1.0)}[
         "exit 0 within the shutdown timeout"
