@@ -54,6 +54,15 @@ class ServerProcess:
         self.port = port
         self.metrics_port = metrics_port
         self.url = f"http://127.0.0.1:{port}"
+        # Its stderr (the log, by default) is read as it comes: a full pipe would block the
+        # server mid-write and hang the test.
+        self._stderr: list[bytes] = []
+        self.draining = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        assert self.process.stderr is not None
+        while chunk := await self.process.stderr.read(65536):
+            self._stderr.append(chunk)
 
     async def metrics(self) -> dict[str, float]:
         """Every sample of /metrics, keyed `name{label=value,...}` (labels sorted)."""
@@ -69,9 +78,10 @@ class ServerProcess:
     async def stop(self, timeout_s: float = 15.0) -> tuple[int, str]:
         self.process.send_signal(signal.SIGTERM)
         async with asyncio.timeout(timeout_s):
-            _, err = await self.process.communicate()
+            await self.process.wait()
+            await self.draining
         assert self.process.returncode is not None
-        return self.process.returncode, err.decode()
+        return self.process.returncode, b"".join(self._stderr).decode()
 
 
 @contextlib.asynccontextmanager
@@ -85,18 +95,22 @@ async def server_process(*extra: str) -> AsyncIterator[ServerProcess]:
         # moment; its own tests (test_sockstates.py) turn it on.
         *(() if "--ss-interval" in extra else ("--ss-interval", "0")),
         *extra,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     assert process.stderr is not None
+    server: ServerProcess | None = None
     try:
         async with asyncio.timeout(15):
             while b"listening on" not in await process.stderr.readline():
                 assert process.returncode is None, "the server exited at start"
-        yield ServerProcess(process, port, metrics_port)
+        server = ServerProcess(process, port, metrics_port)
+        yield server
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+        if server is not None:
+            await server.draining  # ends at the pipe's end
 
 
 def total(samples: dict[str, float], name: str, **labels: str) -> float:
