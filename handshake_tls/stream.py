@@ -10,6 +10,7 @@ so the HTTP and WebSocket code handle it like any broken connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING, NoReturn
 
@@ -133,6 +134,13 @@ class ToyTLSStream:
                 pass  # the peer is gone: the alert had nowhere to go
             else:
                 self._emit(Name.TLS_ALERT_SENT, alert=error.alert, code=error.code)
+                # A fatal alert ends the connection (RFC 8446 §6.2): FIN right behind it. The
+                # caller then drops the connection, and a drop with the peer's bytes unread
+                # is a RST, which without this FIN could reach a peer still sending before
+                # the alert was read (found by tests/integration/test_bad_input_tls.py).
+                with contextlib.suppress(TransportError, TimeoutError):
+                    async with asyncio.timeout(2.0):
+                        await self.tcp.send_eof()
         raise TransportError(f"tls_{error.alert}", str(error)) from None
 
     def _failed(self, kind: str, reason: str, started: float | None) -> None:
