@@ -547,7 +547,8 @@ class ServerConnection(_Connection):
                 secret = b""
             if len(secret) != PREMASTER_BYTES:
                 # RFC 5246 §7.4.7.1: go on with a random premaster, so the failure shows
-                # only as a Finished that does not match (no decryption oracle).
+                # only at the Finished, which then does not open: bad_record_mac, as for any
+                # wrong key (no decryption oracle).
                 secret = self.rng(PREMASTER_BYTES)
             self._step("client_key_exchange", encrypted_bytes=len(message.exchange_data))
         else:
