@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from client.client import HTTPClient, RequestError
 from client.explain import HandshakeExplainer
 from client.trace import trace
+from handshake_tls import FOR_LEARNING_ONLY
 from handshake_tls.certs import DEFAULT_DIR
 from handshake_tls.recording import LineFile, Recorder
 from handshake_tls.wire import KeyExchange
@@ -119,7 +120,8 @@ def add_tls_arguments(parser: argparse.ArgumentParser, title: str) -> argparse._
         choices=[kx.name.lower() for kx in KeyExchange],
         default="ecdhe",
         help="toy TLS key exchange: rsa (premaster encrypted to the certificate's key) or "
-        "ecdhe (ephemeral X25519, signed: forward secrecy) (default: %(default)s)",
+        f"ecdhe (ephemeral X25519, signed: forward secrecy); the toy TLS is {FOR_LEARNING_ONLY} "
+        "(default: %(default)s)",
     )
     tls.add_argument(
         "--cafile",

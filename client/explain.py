@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, TextIO
 
+from handshake_tls import FOR_LEARNING_ONLY
 from telemetry.events import Name, Role
 
 if TYPE_CHECKING:
@@ -24,7 +25,11 @@ class HandshakeExplainer:
         now = time.perf_counter()
         if event.name is Name.TLS_HANDSHAKE_STARTED:
             self._started = now
-            self._say(0.0, f"toy TLS handshake with {event.remote} (connection #{event.conn_id})")
+            self._say(
+                0.0,
+                f"toy TLS handshake with {event.remote} (connection #{event.conn_id}); "
+                f"{FOR_LEARNING_ONLY}",
+            )
             return
         elapsed_ms = (now - self._started) * 1000
         a = event.attrs

@@ -10,6 +10,7 @@ from client.__main__ import add_get_arguments, run_get
 from client.load import add_load_arguments, run_load
 from client.ws_cli import add_ws_arguments, run_ws
 from handshake_lab import __version__
+from handshake_tls import FOR_LEARNING_ONLY
 from handshake_tls.cli import add_certs_arguments, add_decrypt_arguments, run_certs, run_decrypt
 from netlab.cli import add_lab_arguments, run_lab
 from server.__main__ import add_arguments as add_server_arguments
@@ -57,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_certs_arguments(certs)
     certs.set_defaults(func=run_certs)
 
-    tls = commands.add_parser("tls", help="look into recorded toy-TLS connections")
+    tls = commands.add_parser(
+        "tls", help=f"look into recorded toy-TLS connections (the toy is {FOR_LEARNING_ONLY})"
+    )
     tls_commands = tls.add_subparsers(dest="tls_command", metavar="COMMAND", required=True)
     decrypt = tls_commands.add_parser(
         "decrypt",

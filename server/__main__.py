@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from handshake_lab.ws_conn import WSLimits
+from handshake_tls import FOR_LEARNING_ONLY
 from handshake_tls.certs import DEFAULT_DIR
 from server.config import HTTPLimits, ServerConfig
 from server.lifecycle import Server, serve_until_signalled
@@ -154,7 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=8443,
         metavar="PORT",
-        help="also serve HTTP and WebSocket over the toy TLS on PORT (default: %(default)s)",
+        help="also serve HTTP and WebSocket over the toy TLS on PORT "
+        f"({FOR_LEARNING_ONLY}) (default: %(default)s)",
     )
     tls.add_argument("--no-toy-tls", action="store_true", help="no toy-TLS listener")
     tls.add_argument(

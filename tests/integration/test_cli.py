@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from client.client import HTTPClient
 from client.ws import connect
 from handshake_lab.ws_handshake import GUID
+from handshake_tls import FOR_LEARNING_ONLY
 from handshake_tls.recording import read_recording
 from tests.conftest import require_tool
 from tests.helpers import raw_exchange, status_of
@@ -447,6 +448,11 @@ async def test_help_explains_every_command() -> None:
         code, out, _ = await run(*args)
         assert code == 0
         assert "usage: handshake-lab" in out
+    # The toy TLS says what it is wherever it can be reached.
+    for args in (["--help"], ["server", "--help"], ["client", "get", "--help"],
+                 ["client", "ws", "--help"]):  # fmt: skip
+        _, out, _ = await run(*args)
+        assert FOR_LEARNING_ONLY in " ".join(out.split()), args
     _, server_help, _ = await run("server", "--help")
     assert "--keep-alive-timeout" in server_help
     assert "0.0.0.0" in server_help  # says what exposing the server means
@@ -524,6 +530,7 @@ async def test_client_get_explain_tells_the_toy_tls_handshake(tmp_path: Path, kx
     seen = [step for step in order if any(line.startswith(step) for line in lines)]
     assert seen == order
     assert "verified: signed by the CA we trust" in out
+    assert FOR_LEARNING_ONLY in out
     assert ("premaster secret C, 48 random bytes" in out) is (kx == "rsa")
     assert " 200 OK" in out
 
