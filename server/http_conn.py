@@ -12,7 +12,9 @@ Our rules over h11's:
   (RFC 9112 §6.1 lets a server reject it, and h11 would let chunked win), and
   Transfer-Encoding on HTTP/1.0 (RFC 9112 §6.1: a 1.0 recipient cannot frame it).
 - Limits on the whole head (bytes and header count) hold however the bytes arrive; h11
-  checks its buffer only while the head is incomplete.
+  checks its buffer only while the head is incomplete. The bytes are counted on the wire
+  (what h11 consumed), not from the parsed fields: whitespace and folded lines, which h11
+  strips, take room too. A request line alone over the limit gets 414 (RFC 9112 §3).
 - HTTP/x.y with x != 1 gets 505 (RFC 9110 §15.6.6); h11 accepts any digit pair.
 - Deadlines: a silent connection is closed, a dribbled head or body gets 408.
 - HTTP/1.0 keep-alive, which h11 does not do: when a 1.0 request asks for it, the answer
@@ -52,6 +54,11 @@ REASONS: Final = {status.value: status.phrase.encode() for status in HTTPStatus}
 # RFC 9110 §5.1 field-name = token; §5.5 a field value never holds CR, LF or NUL.
 _TOKEN: Final = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _BAD_VALUE: Final = re.compile(rb"[\r\n\x00]")
+# RFC 9112 §3.2 Host = uri-host [ ":" port ]; RFC 3986 §3.2.2 uri-host = IP-literal /
+# IPv4address / reg-name (unreserved, pct-encoded, sub-delims; an IPv4 address is one too).
+_HOST: Final = re.compile(
+    rb"(?:\[[0-9A-Za-z:\-._~%!$&'()*+,;=]+\]|[0-9A-Za-z\-._~%!$&'()*+,;=]*)(?::[0-9]*)?"
+)
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 _valid_fields: set[tuple[bytes, bytes]] = set()  # header fields already checked
 
@@ -108,6 +115,7 @@ class ServerHTTPConnection:
         self._continue_sent = False
         self._method = ""  # of the request being read, known before it is accepted
         self._outgoing = bytearray()
+        self._fed = 0  # bytes given to the current h11 connection: the head's size on the wire
         self._peer_eof = False
         self.trailing_data = b""  # after switch_protocols(): the next protocol's first bytes
 
@@ -126,6 +134,7 @@ class ServerHTTPConnection:
         if data and self._peer_eof:
             raise LocalProtocolError("receive_data() after the peer's FIN")
         self._peer_eof = self._peer_eof or not data
+        self._fed += len(data)
         self._h11.receive_data(data)
 
     def next_event(self, now: float) -> ServerEvent:
@@ -142,6 +151,14 @@ class ServerHTTPConnection:
             kind = {431: "header_too_large", 501: "unsupported_transfer_coding"}.get(
                 status, "bad_request"
             )
+            if status == 431 and self.phase is Phase.EXPECT_HEAD:
+                # Over the limit before the head was complete: is the request line alone?
+                buffered = self._h11.trailing_data[0]
+                end = buffered.find(b"\n")
+                if _line_length(buffered[: len(buffered) if end < 0 else end]) > (
+                    self.limits.max_header_bytes
+                ):
+                    status, kind = 414, "uri_too_long"
             if self._peer_eof and self.phase is not Phase.EXPECT_REQUEST:
                 kind = "incomplete_request"  # the client left mid-request; nobody to answer
             raise RemoteProtocolError(str(exc), status_hint=status, kind=kind) from exc
@@ -174,33 +191,49 @@ class ServerHTTPConnection:
         version = event.http_version.decode("ascii")
         method = self._method = event.method.decode("ascii", "replace")
         target = event.target.decode("ascii", "replace")
-        # One pass over the fields: names lowercased, the head's size, the framing headers.
+        # The head's size as it came: of what this h11 connection was fed, it consumed the
+        # head and nothing else. (Summing the parsed fields missed the whitespace and folds
+        # h11 strips: a 40 KB head of padding arriving in one read passed the 16 KiB limit.)
+        head_bytes = self._fed - len(self._h11.trailing_data[0])
+        # One pass over the fields: names lowercased, the framing headers.
         # (raw_items() is a list; iterating h11's Headers itself goes through a slow ABC.)
         headers: Headers = []
-        head_bytes = len(event.method) + len(event.target) + 12
         content_length: int | None = None
+        host = b""
         has_transfer_encoding = False
         connection_tokens: set[bytes] = set()
         for raw_name, value in event.headers.raw_items():
             name = raw_name.lower()
             headers.append((name, value))
-            head_bytes += len(raw_name) + len(value) + 4
             if name == b"content-length":
                 content_length = int(value)  # h11 checked it is one decimal number
             elif name == b"transfer-encoding":
                 has_transfer_encoding = True
+            elif name == b"host":
+                host = value  # (h11 refused a second one)
             elif name == b"connection":
                 connection_tokens.update(t.strip().lower() for t in value.split(b","))
-        # The checks below run in order of what a client most needs to hear.
-        if not version.startswith("1."):  # RFC 9110 §2.5: only the major version matters
-            raise RemoteProtocolError(
-                f"HTTP/{version} is not supported", status_hint=505, kind="version_not_supported"
-            )
+        # The checks below run in order of what a client most needs to hear, except that
+        # the head's size comes first: h11 refuses a head over it before it is complete,
+        # so must we when it arrives whole, or the answer would depend on the split.
         if head_bytes > self.limits.max_header_bytes:
+            # RFC 9112 §3: a request-target longer than we will parse gets 414. The line is
+            # method SP target SP HTTP/x.y (h11 checked), measured here without its line end
+            # as in next_event, so that the answer is the same however the bytes arrive.
+            if len(event.method) + len(event.target) + 10 > self.limits.max_header_bytes:
+                raise RemoteProtocolError(
+                    f"request line over the limit of {self.limits.max_header_bytes} bytes",
+                    status_hint=414,
+                    kind="uri_too_long",
+                )
             raise RemoteProtocolError(
                 f"request head is {head_bytes} bytes, limit {self.limits.max_header_bytes}",
                 status_hint=431,
                 kind="header_too_large",
+            )
+        if not version.startswith("1."):  # RFC 9110 §2.5: only the major version matters
+            raise RemoteProtocolError(
+                f"HTTP/{version} is not supported", status_hint=505, kind="version_not_supported"
             )
         if len(headers) > self.limits.max_header_count:
             raise RemoteProtocolError(
@@ -208,6 +241,10 @@ class ServerHTTPConnection:
                 status_hint=431,
                 kind="header_too_large",
             )
+        if not _HOST.fullmatch(host):
+            # RFC 9112 §3.2: MUST answer 400 to a Host with an invalid value (h11 checks
+            # only that there is one, in HTTP/1.1). The index page shows it back, too.
+            raise RemoteProtocolError(f"invalid Host: {host!r}")
         if has_transfer_encoding and content_length is not None:
             # RFC 9112 §6.3 ¶3: a sign of smuggling; reject and close.
             raise RemoteProtocolError(
@@ -378,6 +415,7 @@ class ServerHTTPConnection:
         # A fresh h11 connection for the next request, given what was read of it already.
         leftover = self._h11.trailing_data[0]
         self._h11 = self._new_h11()
+        self._fed = len(leftover)
         if leftover:  # (b"" would mean EOF to h11)
             self._h11.receive_data(leftover)
         if self._peer_eof:
@@ -403,6 +441,11 @@ class ServerHTTPConnection:
             status, [(b"content-type", b"text/plain; charset=utf-8")], len(body), b"close"
         )
         return head if method == "HEAD" else head + body
+
+
+def _line_length(line: bytes) -> int:
+    """A line's length without its end (CRLF, or LF alone: RFC 9112 §2.2)."""
+    return len(line) - line.endswith(b"\r")
 
 
 def _response_head(
