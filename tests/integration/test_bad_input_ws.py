@@ -428,6 +428,15 @@ VIOLATIONS: Final = [
         deflate=True,
     ),
     v(frame(TEXT, b"hi", rsv=0b010), 1002, "deflate-rsv2", deflate=True),
+    # Found by tests/unit/test_fuzz_ws.py: a new message while a compressed one is open
+    # (§5.4) had its payload inflated as the open message's first, and failed as 1007
+    # when that was not deflate data (fixed in ws_conn.MessageLimit).
+    v(
+        frame(BINARY, deflated(b"ab"), fin=False, rsv=0b100) + frame(TEXT, b"\xff\xff\xff\xff"),
+        1002,
+        "deflate-new-message-while-one-is-open",
+        deflate=True,
+    ),
     # §5.2: opcodes 0x3-0x7 (data) and 0xB-0xF (control) are reserved.
     *(v(frame(op, b"x"), 1002, f"reserved-opcode-{op:#x}") for op in range(0x3, 0x8)),
     *(v(frame(op, b"x"), 1002, f"reserved-opcode-{op:#x}") for op in range(0xB, 0x10)),
@@ -584,6 +593,9 @@ def c(close: bytes, then: bytes, later: bytes, code: int, id: str) -> object:
 
 
 CLOSE_1000: Final = frame(CLOSE, close_payload(1000))
+# Raw deflate data whose last symbol needs bits of the 00 00 ff ff tail: it inflates to
+# 4 bytes, and to 10 more once the tail is added.
+TAIL_HEAVY: Final = bytes.fromhex("626198300101")
 
 AFTER_CLOSE: Final = [
     # §5.5.1: after sending Close, an endpoint sends no more data; whatever comes after
@@ -694,6 +706,15 @@ async def test_every_close_code_a_peer_may_send_is_echoed(
             [bytes(LIMIT)],
             True,
             id="deflated-exactly-the-limit",
+        ),
+        # Found by tests/unit/test_fuzz_ws.py: fragments whose last symbols inflate only
+        # with the bits of the flush tail (RFC 7692 §7.2.2): 4 bytes, then 10 at the tail.
+        # The size counted was 4 (fixed in ws_conn.py); the size metric must say 14.
+        pytest.param(
+            frame(BINARY, b"", fin=False, rsv=0b100) + frame(CONT, TAIL_HEAVY),
+            [b"\x04\x00" + b"\x90" * 12],
+            True,
+            id="deflated-fragments-inflating-at-the-tail",
         ),
     ],
 )
