@@ -671,30 +671,18 @@ class SocketSampler:
         )
 
     def _emit_failure(self, exc: OSError | SamplerError) -> None:
-        self.bus.emit(
-            Event(
-                name=Name.KERNEL_SAMPLE_FAILED,
-                role=self.role,
-                ts=time.time(),
-                level=Level.WARNING,
-                attrs={
-                    "kind": exc.kind if isinstance(exc, SamplerError) else "ss_failed",
-                    "reason": str(exc),
-                    "failures": self.failures,
-                    "lost": "this sample: the changes until the next one are seen merged",
-                    "netns": self.netns,
-                },
-            )
+        self._warn(
+            Name.KERNEL_SAMPLE_FAILED,
+            kind=exc.kind if isinstance(exc, SamplerError) else "ss_failed",
+            reason=str(exc),
+            failures=self.failures,
+            lost="this sample: the changes until the next one are seen merged",
         )
 
     def _give_up(self, reason: str) -> None:
         self.unavailable = reason
-        self.bus.emit(
-            Event(
-                name=Name.KERNEL_SAMPLER_UNAVAILABLE,
-                role=self.role,
-                ts=time.time(),
-                level=Level.WARNING,
-                attrs={"reason": reason, "netns": self.netns},
-            )
-        )
+        self._warn(Name.KERNEL_SAMPLER_UNAVAILABLE, reason=reason)
+
+    def _warn(self, name: Name, **attrs: object) -> None:
+        attrs["netns"] = self.netns
+        self.bus.emit(Event(name, self.role, time.time(), level=Level.WARNING, attrs=attrs))

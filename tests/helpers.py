@@ -1,4 +1,4 @@
-"""Helpers for tests: raw sockets, raw WebSocket frames, metric samples."""
+"""Helpers for tests: raw sockets, raw WebSocket frames, metric samples, child processes."""
 
 from __future__ import annotations
 
@@ -6,12 +6,25 @@ import asyncio
 import contextlib
 import os
 import struct
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
     from prometheus_client import CollectorRegistry
+
+
+@contextlib.asynccontextmanager
+async def spawned(*argv: str, **streams: Any) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A child process (`streams`: stdin=, stdout=, stderr= as for asyncio), killed and
+    reaped on leaving if it is still running."""
+    process = await asyncio.create_subprocess_exec(*argv, **streams)
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:

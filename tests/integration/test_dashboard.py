@@ -23,6 +23,7 @@ from client.client import HTTPClient
 from client.ws import connect
 from handshake_tls.wire import KeyExchange
 from tests.conftest import require_tool
+from tests.helpers import spawned
 from tests.integration.test_cli import COMMAND, free_port, server_process
 
 if TYPE_CHECKING:
@@ -121,17 +122,12 @@ async def client_load(
 ) -> AsyncIterator[asyncio.subprocess.Process]:
     """`handshake-lab client load` against the server's ports, its metrics on `metrics`;
     stopped with SIGTERM, as compose stops it."""
-    process = await asyncio.create_subprocess_exec(
+    async with spawned(
         *COMMAND, "client", "load", "--port", str(http), "--toy-tls-port", str(toy),
         "--real-tls-port", str(real), "--metrics-port", str(metrics), "--rate", "5",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
+    ) as process:  # fmt: skip
         yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def query(client: HTTPClient, url: str, expr: str) -> dict[str, Any]:

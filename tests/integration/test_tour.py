@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import json
 import re
@@ -16,11 +15,13 @@ import pytest
 
 from client.client import HTTPClient
 from tests.conftest import require_tool
+from tests.helpers import spawned
 from tests.integration.test_cli import COMMAND, run
 from tour.cli import LESSONS, LOOPBACK
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from asyncio.subprocess import Process
+    from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
 pytestmark = pytest.mark.integration
@@ -243,20 +244,13 @@ async def test_a_wire_lesson_draws_the_real_segments(tmp_path: Path) -> None:
 # ---- driving a tour through its stdin ----------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def tour_process(tmp_path: Path, *args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+def tour_process(tmp_path: Path, *args: str) -> AbstractAsyncContextManager[Process]:
     """The tour with its stdin and stdout piped to the test; killed if still running."""
-    process = await asyncio.create_subprocess_exec(
+    return spawned(
         *COMMAND, "demo", "--count", str(COUNT), "--certs-dir", str(tmp_path), *args,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 async def read_until(process: asyncio.subprocess.Process, marker: bytes) -> bytes:
