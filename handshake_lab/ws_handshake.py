@@ -190,8 +190,12 @@ def _valid_deflate_offer(offer: str) -> bool:
         seen.add(name)
         if (kind == "none" and has_value) or (kind == "required" and not has_value):
             return False
-        if has_value and not (value.strip('"').isdigit() and 8 <= int(value.strip('"')) <= 15):
-            return False  # §7.1.2.1: a decimal window size from 8 to 15
+        # §7.1.2.1: a decimal window size from 8 to 15. Fix (found by
+        # tests/unit/test_fuzz_ws.py): isdigit() alone is also true of "¹", which int()
+        # refuses with ValueError; the digits are ASCII ones (RFC 7692 §7.1.2.1's ABNF).
+        bits = value.strip('"')
+        if has_value and not (bits.isascii() and bits.isdigit() and 8 <= int(bits) <= 15):
+            return False
     return True
 
 

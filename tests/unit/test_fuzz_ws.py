@@ -701,3 +701,12 @@ def test_any_deflate_offer_is_declined_or_works_both_ways(offers: list[str], tex
             assert isinstance(message, MessageReceived)
             assert message.data == data
             assert receiver.next_event(0.0) is NEED_DATA
+
+
+# Found by the test above: "¹".isdigit() is true but int("¹") raises ValueError, which
+# came out of negotiate_deflate. (From the wire an offer is decoded as ASCII, replacing
+# other bytes, so only a caller of the function could hit it.) Fixed in ws_handshake.py.
+@pytest.mark.parametrize("bits", ["¹", "²", "٩", '"¹"', "1\u2070"])
+def test_a_window_size_in_other_digits_is_declined(bits: str) -> None:
+    assert negotiate_deflate([f"permessage-deflate; client_max_window_bits={bits}"]) is None
+    assert negotiate_deflate([f"permessage-deflate; server_max_window_bits={bits}"]) is None
