@@ -1069,6 +1069,16 @@ async def test_live_fuzz_random_frame_sequences(ws_server: RunningServer) -> Non
     failures = sum(count for (by, _code), count in endings.items() if by == "server")
     assert len(server_events(observed, Name.WS_CONNECTION_FAILED)) == failures
     assert server_events(observed, Name.CONNECTION_FAILED) == []  # no reset, no timeout
+    # Peers chose thousands of codes and faults: the label values stay a small fixed set.
+    codes, kinds = set(), set()
+    for metric in registry.collect():
+        for s in metric.samples:
+            if s.name == "handshake_lab_ws_closes_total":
+                codes.add(s.labels["code"])
+            elif s.name == "handshake_lab_errors_total":
+                kinds.add(s.labels["kind"])
+    assert codes <= {str(code) for code in range(1000, 1016)} | {"3xxx", "4xxx", "other"}
+    assert kinds <= set(ERROR_KINDS.values())
     await echoes(ws_server.port)
     await all_closed(ws_server)
     check_metrics_agree_with_events(observed)
