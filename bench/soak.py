@@ -44,6 +44,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.common import HOST, VENV_BIN, Processes, free_port, log, wait_until_serving, write_json
 from client.client import HTTPClient
+from client.load import FAILURES
 from client.ws import connect
 from handshake_tls.certs import real_tls_client_context
 from handshake_tls.wire import KeyExchange
@@ -277,7 +278,7 @@ async def soak_round(
                 return
             try:
                 await BEHAVIOURS[behaviour](target, tally)
-            except (OSError, EOFError, TimeoutError, ValueError) as exc:  # RequestError is one
+            except (*FAILURES, EOFError, ValueError) as exc:
                 tally.failures[f"{behaviour}: {type(exc).__name__}"] += 1
             done += 1
             if done % 2000 == 0:
