@@ -153,9 +153,12 @@ def alert_record(code: int, level: int = FATAL) -> bytes:
 
 
 def hello(
-    suites: tuple[int, ...] = (0x1301, 0x1303), kx: KeyExchange = ECDHE, version: int = VERSION
+    suites: tuple[int, ...] = (0x1301, 0x1303),
+    kx: KeyExchange = ECDHE,
+    version: int = VERSION,
+    client_random: bytes | None = None,
 ) -> ClientHello:
-    return ClientHello(os.urandom(32), suites, kx, "localhost", version)
+    return ClientHello(client_random or os.urandom(32), suites, kx, "localhost", version)
 
 
 HELLO: Final = handshake_record(hello())
@@ -1127,11 +1130,15 @@ LIVE_INPUTS: Final = int(os.environ.get("TLS_FUZZ_LIVE_INPUTS", "300"))
 def fuzz_inputs(count: int, seed: int) -> list[bytes]:
     """Random and mutated byte strings: mutations of real first flights (a ClientHello per
     key exchange, one with a key exchange after it), of alerts, and plain random bytes."""
-    rnd = random.Random(seed)
-    corpus = [handshake_record(hello(kx=kx)) for kx in KeyExchange] + [
-        handshake_record(hello(kx=RSA)) + handshake_record(ClientKeyExchange(rnd.randbytes(256))),
-        handshake_record(hello()) + handshake_record(ClientKeyExchange(rnd.randbytes(32))),
-        handshake_record(hello()) + record(HANDSHAKE, rnd.randbytes(40)),
+    rnd = random.Random(seed)  # (every byte from it: a seed gives the same inputs each run)
+
+    def seeded_hello(kx: KeyExchange = ECDHE) -> bytes:
+        return handshake_record(hello(kx=kx, client_random=rnd.randbytes(32)))
+
+    corpus = [seeded_hello(kx) for kx in KeyExchange] + [
+        seeded_hello(RSA) + handshake_record(ClientKeyExchange(rnd.randbytes(256))),
+        seeded_hello() + handshake_record(ClientKeyExchange(rnd.randbytes(32))),
+        seeded_hello() + record(HANDSHAKE, rnd.randbytes(40)),
         alert_record(40),
         handshake_record(Finished(bytes(32)), ServerHelloDone()),
     ]
