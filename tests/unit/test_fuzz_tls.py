@@ -18,7 +18,10 @@ The number of examples per test is TLS_FUZZ_EXAMPLES (default 100: a few seconds
 suite). A longer run, as documented in docs/reliability.md:
 
     TLS_FUZZ_EXAMPLES=20000 .venv/bin/python -m pytest tests/unit/test_fuzz_tls.py \
-        -p no:cacheprovider --hypothesis-show-statistics
+        -p no:cacheprovider -o faulthandler_timeout=0 --hypothesis-show-statistics
+
+(140,000 examples in 8.5 minutes here; faulthandler_timeout=0 because each test then runs
+longer than the suite's 60 s stack-dump timer, which would dump without failing.)
 """
 
 from __future__ import annotations
