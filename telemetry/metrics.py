@@ -337,10 +337,11 @@ class Metrics:
         elif name is Name.TLS_HANDSHAKE_STEP:
             self.tls_step_duration.observe((role, attrs["step"]), attrs["duration_s"])
         elif name is Name.TLS_HANDSHAKE_FAILED:
+            # Counted in errors_total by the connection failure that always follows it
+            # (one count per failure).
             self.tls_handshakes.inc(
                 (role, "toy", attrs.get("key_exchange", "unknown"), attrs["kind"])
             )
-            self.errors.inc((role, attrs["kind"]))
         elif name is Name.TLS_ALERT_SENT or name is Name.TLS_ALERT_RECEIVED:
             direction = "sent" if name is Name.TLS_ALERT_SENT else "received"
             self.tls_alerts.inc((role, direction, attrs["alert"]))
