@@ -62,6 +62,15 @@ class Closing:
         """The connection broke with a `TransportError` of this kind: drop it."""
         self.abort(self.role.peer if kind in PEER_FAULT_KINDS else self.role)
 
+    async def after_transport_fin(self, reason: str) -> None:
+        """The transport sent our FIN itself (after a fatal alert): we closed first; read
+        until the peer's FIN, so that what it still sends does not make our close a RST."""
+        if self.closed_by is None:
+            self.closed_by = self.role
+        self.tracer.emit(Name.FIN_SENT, reason=reason, active_closer=self.closed_by is self.role)
+        if not self.peer_eof:
+            await self.wait_for_peer_fin(reason)
+
     async def wait_for_peer_fin(self, phase: str = "closing") -> bool:
         """Read and discard until the peer's FIN, for at most the linger timeout."""
         discarded = 0

@@ -32,9 +32,12 @@ READ_SIZE: Final = 65536
 class TransportError(Exception):
     """The connection failed below HTTP. `kind` is a bounded label: reset, timeout, ..."""
 
-    def __init__(self, kind: str, message: str) -> None:
+    def __init__(self, kind: str, message: str, *, fin_sent: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
+        # The transport ended its side itself (a toy-TLS fatal alert goes out with FIN):
+        # the caller may still read until the peer's FIN, so that closing is no RST.
+        self.fin_sent = fin_sent
 
 
 class Stream(Protocol):

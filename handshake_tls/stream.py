@@ -60,6 +60,9 @@ class ToyTLSStream:
         self.remote_address = tcp.remote_address
         self._buffer = b""
         self._ended = False
+        # After a fatal alert (sent or received) the bytes that follow are not TLS: read
+        # raw, to be thrown away while waiting for the peer's FIN.
+        self._dead = False
         self._tracer: Tracer | None = None
         self.handshake: HandshakeCompleted | None = None
 
@@ -125,8 +128,10 @@ class ToyTLSStream:
             raise
 
     async def _fail(self, error: RemoteProtocolError, started: float | None) -> NoReturn:
+        self._dead = True
         alert = self.conn.fail(error)
         self._failed(f"tls_{error.alert}", str(error), started)
+        fin_sent = False
         if alert:
             try:
                 await self.tcp.send_all(alert, 2.0)
@@ -134,14 +139,15 @@ class ToyTLSStream:
                 pass  # the peer is gone: the alert had nowhere to go
             else:
                 self._emit(Name.TLS_ALERT_SENT, alert=error.alert, code=error.code)
-                # A fatal alert ends the connection (RFC 8446 §6.2): FIN right behind it. The
-                # caller then drops the connection, and a drop with the peer's bytes unread
-                # is a RST, which without this FIN could reach a peer still sending before
-                # the alert was read (found by tests/integration/test_bad_input_tls.py).
+                # A fatal alert ends the connection (RFC 8446 §6.2): FIN right behind it. A
+                # drop with the peer's bytes unread is a RST, which without this FIN could
+                # reach a peer still sending before the alert was read (found by
+                # tests/integration/test_bad_input_tls.py); the caller reads until its FIN.
                 with contextlib.suppress(TransportError, TimeoutError):
                     async with asyncio.timeout(2.0):
                         await self.tcp.send_eof()
-        raise TransportError(f"tls_{error.alert}", str(error)) from None
+                        fin_sent = True
+        raise TransportError(f"tls_{error.alert}", str(error), fin_sent=fin_sent) from None
 
     def _failed(self, kind: str, reason: str, started: float | None) -> None:
         if started is not None:
@@ -158,6 +164,7 @@ class ToyTLSStream:
     def _alert_received(self, event: object) -> NoReturn:
         if not isinstance(event, AlertReceived):  # (the core lets nothing else through)
             raise TransportError("tls_unexpected", f"unexpected {event!r}")
+        self._dead = True
         self._emit(Name.TLS_ALERT_RECEIVED, Level.WARNING, alert=event.alert, code=event.code)
         raise TransportError(f"tls_{event.alert}", f"the peer sent the alert {event.alert}")
 
@@ -166,6 +173,8 @@ class ToyTLSStream:
             self._tracer.emit(name, level, **fields)
 
     async def receive_some(self, max_bytes: int = READ_SIZE) -> bytes:
+        if self._dead:
+            return await self.tcp.receive_some(max_bytes)
         while not self._buffer:
             if self._ended:
                 return b""

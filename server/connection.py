@@ -85,8 +85,12 @@ class ConnectionHandler:
             self.tracer.emit(
                 Name.CONNECTION_FAILED, Level.WARNING, kind=error.kind, reason=str(error)
             )
-            self.closing.fail(error.kind)
             failure = error.kind
+            try:
+                if error.fin_sent:
+                    await self.closing.after_transport_fin(error.kind)
+            finally:
+                self.closing.fail(error.kind)
         except asyncio.CancelledError:
             failure = "shutdown_timeout"  # shutdown ran out of time for this connection
             self.closing.abort(Role.SERVER)

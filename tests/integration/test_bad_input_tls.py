@@ -1236,3 +1236,30 @@ async def test_a_refused_handshake_counts_once_in_errors_total(
     assert failures == 1
     errors = samples(observed.metrics.registry, "handshake_lab_errors_total", "role", "kind")
     assert errors == Counter({("server", "tls_decode_error"): failures})
+
+
+async def test_after_its_alert_the_server_reads_until_the_peers_fin_no_reset(
+    server: Server, observed: Observed, lab: Lab
+) -> None:
+    # A client still sending behind its bad record, closing only once it has the alert: the
+    # server, having sent its alert and FIN, reads (and drops) what comes until that FIN,
+    # so its close is no RST, and it is recorded as the side that closed first.
+    assert server.toy_tls_port is not None
+    peer = await RawPeer.connect(server.toy_tls_port, ClientConnection(lab.ca, "localhost"))
+    try:
+        await peer.send(record(99, b"x") + b"\x00" * 100_000)
+        answer = await peer.answer()  # until the server's FIN
+        await asyncio.sleep(0.1)
+        await peer.send(b"\x00" * 10_000)  # more, after that FIN
+        peer.fin()
+        await wait_until(lambda: server.open_connections == 0, "the server closed")
+        assert await peer._receive() == b""  # no reset after all that
+    finally:
+        peer.close()
+    assert answer.endswith(bytes([21, 0x7E, 0x01, 0, 2, 2, 50]))  # fatal decode_error
+    assert not peer.reset
+    server_events = [e for e in observed.timeline.events if e.role is Role.SERVER]
+    names = [e.name for e in server_events]
+    assert names.index(Name.FIN_SENT) < names.index(Name.EOF_RECEIVED)
+    (closed,) = [e for e in server_events if e.name is Name.CONNECTION_CLOSED]
+    assert closed.attrs["closed_by"] == "server"
