@@ -22,6 +22,7 @@ from client.client import HTTPClient, RequestError
 from client.ws import UpgradeFailed, URLError, connect
 from handshake_lab.transport import TransportError
 from handshake_lab.ws_session import ConnectionClosed
+from handshake_tls import FOR_LEARNING_ONLY
 from handshake_tls.wire import KeyExchange
 from telemetry.setup import Telemetry, add_telemetry_arguments
 
@@ -42,7 +43,12 @@ FAILURES: Final = (RequestError, TransportError, UpgradeFailed, ConnectionClosed
 def add_load_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="the server (default: %(default)s)")
     parser.add_argument("--port", type=int, default=8080, help="plain HTTP and WebSocket port")
-    parser.add_argument("--toy-tls-port", type=int, default=8443, help="0 skips the toy TLS")
+    parser.add_argument(
+        "--toy-tls-port",
+        type=int,
+        default=8443,
+        help=f"the toy TLS ({FOR_LEARNING_ONLY}); 0 skips it",
+    )
     parser.add_argument("--real-tls-port", type=int, default=8444, help="0 skips real TLS")
     parser.add_argument(
         "--rate",

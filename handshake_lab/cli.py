@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         "server's key",
         description="Read a recorded toy-TLS connection afterwards. With the key log every "
         "connection opens. With only the server's private key, the rsa key exchange opens "
-        "(the premaster was encrypted to that key) and ecdhe does not: forward secrecy.",
+        "(the premaster was encrypted to that key) and ecdhe does not: forward secrecy. "
+        f"The toy TLS is {FOR_LEARNING_ONLY}.",
     )
     add_decrypt_arguments(decrypt)
     decrypt.set_defaults(func=run_decrypt)

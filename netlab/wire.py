@@ -103,7 +103,7 @@ class Wire:
         self.forwarded_segments = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self.write_errors = 0
-        self.device_failures = 0
+        self.failed_devices: set[tuple[Role, str]] = set()  # (side, "read" | "write")
         self._queues: dict[Role, collections.deque[_Queued]] = {
             Role.CLIENT: collections.deque(),
             Role.SERVER: collections.deque(),
@@ -230,8 +230,7 @@ class Wire:
             # The segment was read, so it is accounted for: reported dropped, like a loss.
             self.write_errors += 1
             self._drop(side, item.segment, item.info, item.sent_ts, f"write_error:{exc.strerror}")
-            if self.write_errors == 1:  # said once; each segment lost is its own drop event
-                self._device_failed(side.peer, "write", exc, "what the wire delivers to it")
+            self._device_failed(side.peer, "write", exc, "what the wire delivers to it")
             return
         ts = time.time()
         self.forwarded += 1
@@ -284,7 +283,10 @@ class Wire:
         self._emit(Name.WIRE_SEGMENT_DROPPED, side, segment, sent_ts, attrs)
 
     def _device_failed(self, side: Role, op: str, exc: OSError, lost: str) -> None:
-        self.device_failures += 1
+        """Said once per device and operation; each segment lost is its own drop event."""
+        if (side, op) in self.failed_devices:
+            return
+        self.failed_devices.add((side, op))
         self.bus.emit(
             Event(
                 name=Name.WIRE_DEVICE_FAILED,

@@ -262,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
         if running.toy_tls_port is not None:
             print(
                 f"handshake-lab server: toy TLS on toytls://{config.host}:{running.toy_tls_port}"
-                f" (certificates in {config.certs_dir or DEFAULT_DIR})",
+                f" ({FOR_LEARNING_ONLY}; certificates in {config.certs_dir or DEFAULT_DIR})",
                 file=sys.stderr,
             )
         if running.real_tls_port is not None:

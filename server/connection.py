@@ -89,6 +89,10 @@ class ConnectionHandler:
             try:
                 if error.fin_sent:
                     await self.closing.after_transport_fin(error.kind)
+            except asyncio.CancelledError:
+                failure = "shutdown_timeout"  # shutdown ran out of time while we lingered
+                self.closing.abort(Role.SERVER)
+                raise
             finally:
                 self.closing.fail(error.kind)
         except asyncio.CancelledError:

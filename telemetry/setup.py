@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import TYPE_CHECKING, TextIO
 
@@ -103,7 +104,8 @@ class Telemetry:
         while True:
             await asyncio.sleep(interval_s)
             if self.log is not None:
-                self.log.flush()
+                with contextlib.suppress(OSError):  # a full disk: the next flush may pass
+                    self.log.flush()
 
     def close(self) -> None:
         if self.log is not None:

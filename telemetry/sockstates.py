@@ -313,11 +313,19 @@ async def run_ss(ports: Collection[int], *, netns: str | None = None) -> str:
             await asyncio.shield(process.wait())
     status = process.returncode
     if status is not None and status < 0:  # (communicate() returned: never None here)
-        raise SamplerError(f"ss was killed by {signal.Signals(-status).name}", kind="ss_killed")
+        raise SamplerError(f"ss was killed by {_signal_name(-status)}", kind="ss_killed")
     if status != 0:
         message = err.decode(errors="replace").strip().splitlines()
         raise SamplerError(f"ss exited with status {status}: {message[0] if message else ''}")
     return out.decode(errors="replace")
+
+
+def _signal_name(number: int) -> str:
+    """SIGKILL for 9; real-time signals have no name in the enum: "signal 35"."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 async def sample_ss(ports: Collection[int], *, netns: str | None = None) -> list[SocketSample]:

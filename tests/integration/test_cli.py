@@ -450,7 +450,8 @@ async def test_help_explains_every_command() -> None:
         assert "usage: handshake-lab" in out
     # The toy TLS says what it is wherever it can be reached.
     for args in (["--help"], ["server", "--help"], ["client", "get", "--help"],
-                 ["client", "ws", "--help"]):  # fmt: skip
+                 ["client", "ws", "--help"], ["client", "load", "--help"],
+                 ["tls", "decrypt", "--help"]):  # fmt: skip
         _, out, _ = await run(*args)
         assert FOR_LEARNING_ONLY in " ".join(out.split()), args
     _, server_help, _ = await run("server", "--help")

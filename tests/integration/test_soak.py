@@ -1,6 +1,8 @@
 """`handshake-lab bench soak`, small: every behaviour (well-behaved, vanishing, half-closing,
-stalling) against a real server process, then SIGTERM under load; every check must hold.
-The full soak (20,000 connections a round) is a benchmark: docs/reliability.md."""
+stalling) against a real server process, then SIGTERM under load; every check must hold but
+memory's, which is measured and reported (at 500 connections a round, RSS moves more than
+the margin with the allocator alone: the full soak, 20,000 a round, is the benchmark in
+docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -24,12 +26,16 @@ async def test_a_small_soak_loses_nothing_and_leaks_nothing(tmp_path: Path) -> N
         "--shutdown", "--out", str(tmp_path), timeout_s=120,
     )  # fmt: skip
     results = json.loads((tmp_path / "soak.json").read_text())
-    failed = [c for c in results["checks"] if not c["ok"]]
-    assert code == 0, (failed, err[-2000:])
-    names = {c["name"] for c in results["checks"]}
-    assert any("file descriptor" in n for n in names)
-    assert any("1001" in n for n in names)
-    assert len(results["checks"]) == 10
+    checks = {c["name"]: c for c in results["checks"]}
+    memory = [name for name in checks if name.startswith("memory bounded")]
+    assert len(memory) == 1, "two rounds: memory is measured"
+    failed = [c for name, c in checks.items() if not c["ok"] and name not in memory]
+    assert not failed, (failed, err[-2000:])
+    assert code == (0 if checks[memory[0]]["ok"] else 1)  # the exit status says it all
+    for name in ("no file descriptor leaked", "the signal came under load"):
+        assert name in checks
+    assert any("1001" in name for name in checks)
+    assert len(checks) == 11
     for round_ in results["rounds"]:
         assert set(round_["by_behaviour"]) == set(MIX), "every behaviour ran"
-    assert out.count("ok   ") == 10
+    assert out.count("ok   ") + out.count("FAIL ") == 11
