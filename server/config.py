@@ -42,8 +42,9 @@ class ServerConfig:
     # A peer that stops reading our response is dropped after this long.
     send_timeout_s: float = 30.0
     shutdown_timeout_s: float = 10.0
-    # Beyond this many open connections a new one is answered 503 and closed (0: no limit).
-    # 1000 stays below the usual 1024 file descriptors a process may open.
+    # Beyond this many open connections a new one is answered 503 and closed (a few; the
+    # rest closed at once: server.connection.overflow); 0: no limit. The server raises its
+    # soft limit on open files to fit (server.lifecycle.ensure_file_limit).
     max_connections: int = 1000
     # The toy-TLS listener (None: off; 0: any free port) and where the lab's certificates
     # are (made there on first start when missing; None: handshake_tls.certs.DEFAULT_DIR).

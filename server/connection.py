@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from email.utils import formatdate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from handshake_lab.closing import Closing
 from handshake_lab.errors import RemoteProtocolError
@@ -33,6 +33,15 @@ if TYPE_CHECKING:
     from telemetry.bus import Tracer
 
 
+Admission = Literal["serve", "refuse", "drop"]
+
+
+def overflow(limit: int) -> int:
+    """How many connections beyond `limit` are answered 503 before the rest are closed at
+    once: enough to tell clients why, few enough to bound the file descriptors."""
+    return max(16, limit // 10)
+
+
 class ConnectionHandler:
     def __init__(
         self,
@@ -41,11 +50,12 @@ class ConnectionHandler:
         config: ServerConfig,
         tracer: Tracer,
         *,
-        over_capacity: bool = False,
+        admission: Admission = "serve",
     ) -> None:
         self.stream = stream
-        # Accepted beyond --max-connections: its first request is answered 503, then closed.
-        self.over_capacity = over_capacity
+        # Beyond --max-connections: "refuse" answers the first request's head with 503,
+        # "drop" closes at once (Server.admission decides).
+        self.admission = admission
         self.app = app
         self.config = config
         self.tracer = tracer
@@ -75,6 +85,12 @@ class ConnectionHandler:
         failure: str | None = None
         try:
             try:
+                if self.admission == "drop":
+                    raise TransportError(
+                        "over_capacity",
+                        f"closed at accept: {self.config.max_connections} connections served "
+                        "and as many refusals under way as allowed (--max-connections)",
+                    )
                 # The transport's own handshake first (toy TLS); TCP has nothing to do.
                 await self.stream.open(self.tracer, self.config.limits.header_timeout_s)
                 await self._serve()
@@ -132,6 +148,13 @@ class ConnectionHandler:
                     self.closing.eof_received(core.phase.value)
                 core.receive_data(data, self.loop.time())
             elif type(event) is RequestReceived:
+                if self.admission == "refuse":  # at its head: no 100 Continue, no body read
+                    raise RemoteProtocolError(
+                        f"the server is at its limit of {self.config.max_connections} open "
+                        "connections (--max-connections); retry",
+                        status_hint=503,
+                        kind="over_capacity",
+                    )
                 started = time.perf_counter()
                 request = event
                 body = []
@@ -176,9 +199,6 @@ class ConnectionHandler:
             raise TransportError("send_timeout", "peer stopped reading our response") from None
 
     async def _respond(self, event: RequestReceived, body: bytes, started: float) -> None:
-        if self.over_capacity:
-            await self._refuse(event, started)
-            return
         request = Request(event.method, event.target, event.http_version, event.headers, body)
         response = self.app.handle(request)
         if not isinstance(response, Response):
@@ -190,28 +210,6 @@ class ConnectionHandler:
         out = self.core.send_response(self.loop.time(), response.status, headers, response.body)
         await self._send(out)
         self._response_sent(event, response.status, len(response.body), started)
-
-    async def _refuse(self, event: RequestReceived, started: float) -> None:
-        """503 and close: the server is at --max-connections (the request is not served)."""
-        limit = self.config.max_connections
-        self.tracer.emit(
-            Name.REQUEST_REJECTED,
-            Level.WARNING,
-            status=503,
-            kind="over_capacity",
-            reason=f"{limit} connections open (--max-connections)",
-        )
-        body = f"503: the server is at its limit of {limit} open connections; retry\n".encode()
-        headers = [
-            (b"date", _http_date()),
-            (b"content-type", b"text/plain; charset=utf-8"),
-            (b"retry-after", b"1"),
-        ]
-        out = self.core.send_response(
-            self.loop.time(), 503, headers, body, close_reason="over_capacity"
-        )
-        await self._send(out)
-        self._response_sent(event, 503, len(body), started)
 
     def _response_sent(
         self, event: RequestReceived, status: int, size: int, started: float

@@ -437,9 +437,10 @@ class ServerHTTPConnection:
         self.close_reason = error.kind
         status = error.status_hint
         body = f"{status} {REASONS.get(status, b'Error').decode()}: {error}\n".encode()
-        head = _response_head(
-            status, [(b"content-type", b"text/plain; charset=utf-8")], len(body), b"close"
-        )
+        headers = [(b"content-type", b"text/plain; charset=utf-8")]
+        if status == HTTPStatus.SERVICE_UNAVAILABLE:  # (over --max-connections: come back)
+            headers.append((b"retry-after", b"1"))
+        head = _response_head(status, headers, len(body), b"close")
         return head if method == "HEAD" else head + body
 
 

@@ -8,12 +8,14 @@ what is left; report. Then the listening socket and the process can go.
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
 import os
+import resource
 import signal
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from handshake_lab.transport import TCPStream, TLSStream
 from handshake_tls.certs import DEFAULT_DIR, KEY_TYPES, ensure_lab_certificates
@@ -25,7 +27,7 @@ from handshake_tls.crypto import (
 )
 from handshake_tls.stream import ToyTLSStream
 from server.app import App
-from server.connection import ConnectionHandler
+from server.connection import Admission, ConnectionHandler, overflow
 from telemetry.bus import Bus, Tracer
 from telemetry.events import Name, Role
 from telemetry.sockstates import SocketSampler
@@ -61,6 +63,8 @@ class Server:
         self._ids = itertools.count(1)
         self.port = config.port
         self.accepted = 0
+        self.served = 0  # open connections admitted under --max-connections
+        self.refusing = 0  # open connections being answered 503
         self._extra_listeners: list[asyncio.Server] = []  # toy TLS, real TLS
         self.toy_tls_port: int | None = None
         self.real_tls_port: int | None = None
@@ -69,6 +73,8 @@ class Server:
 
     async def start(self) -> None:
         config = self.config
+        if config.max_connections:
+            ensure_file_limit(config.max_connections + overflow(config.max_connections))
         self._listener = await self._listen(config.port, self._on_connection, "tcp")
         self.port = self._listener.sockets[0].getsockname()[1]
         if config.toy_tls_port is not None:
@@ -135,32 +141,47 @@ class Server:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         tcp = TCPStream(reader, writer)
-        await self._serve_connection(ToyTLSStream(tcp, ServerConnection(self.tls_identities)))
+        await self._serve_connection(
+            ToyTLSStream(tcp, ServerConnection(self.tls_identities)), may_refuse=False
+        )
 
     async def _on_real_tls_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        await self._serve_connection(TLSStream(reader, writer))
+        await self._serve_connection(TLSStream(reader, writer), may_refuse=False)
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         await self._serve_connection(TCPStream(reader, writer))
 
-    async def _serve_connection(self, stream: Stream) -> None:
+    def admission(self, *, may_refuse: bool = True) -> Admission:
+        """Beyond --max-connections served, a plain connection is answered 503 (a few:
+        `overflow`); past those, and on the TLS ports (no handshake paid for a refusal),
+        it is closed at once. Refused connections do not take a served one's place."""
+        limit = self.config.max_connections
+        if not limit or self.served < limit:
+            return "serve"
+        if may_refuse and self.refusing < overflow(limit):
+            return "refuse"
+        return "drop"
+
+    async def _serve_connection(self, stream: Stream, *, may_refuse: bool = True) -> None:
         conn_id = next(self._ids)
         self.accepted += 1
-        limit = self.config.max_connections
+        admission = self.admission(may_refuse=may_refuse)
         handler = ConnectionHandler(
             stream,
             self.app,
             self.config,
             self.tracer.bind(conn_id, stream.local_address, stream.remote_address),
-            over_capacity=0 < limit <= len(self._handlers),
+            admission=admission,
         )
         task = asyncio.current_task()
         assert task is not None
         self._handlers[task] = handler
+        self.served += admission == "serve"
+        self.refusing += admission == "refuse"
         if self._listener is None or not self._listener.is_serving():
             handler.begin_drain()  # accepted in the instant shutdown began
         try:
@@ -172,6 +193,8 @@ class Server:
             pass
         finally:
             del self._handlers[task]
+            self.served -= admission == "serve"
+            self.refusing -= admission == "refuse"
 
     async def shutdown(self, timeout_s: float | None = None) -> None:
         """Stop accepting, let connections finish within `timeout_s`, then cancel the rest."""
@@ -240,6 +263,28 @@ async def serve_until_signalled(
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
         await server.shutdown()
+
+
+FILE_RESERVE: Final = 64  # listeners, the log, the metrics endpoint, ss's pipes, certificates
+
+
+def ensure_file_limit(connections: int) -> None:
+    """Let this process open `connections` sockets and its own files: raise the soft limit
+    on open files toward the hard one when it is too low (1024 is a common default).
+
+    Raises:
+        OSError: the hard limit is too low (EMFILE; `ulimit -Hn` says it).
+    """
+    needed = connections + FILE_RESERVE
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        if hard != resource.RLIM_INFINITY and hard < needed:
+            raise OSError(
+                errno.EMFILE,
+                f"--max-connections needs {needed} open files and the hard limit is {hard} "
+                "(ulimit -Hn): lower --max-connections",
+            )
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def load_identities(certs_dir: Path | None) -> dict[str, ServerIdentity]:
