@@ -612,7 +612,7 @@ def run_soak(args: argparse.Namespace) -> int:
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="handshake-lab-soak-") as scratch, Processes() as ps:
         work = Path(scratch)
-        server = Server.start(ps, work, args.ss_interval)
+        server = SoakedServer.start(ps, work, args.ss_interval)
         target = server.target
         log(f"server pid {server.process.pid}; warming up (every behaviour once or more)")
         await soak_round(target, 100, 8, seed=0)
@@ -666,7 +666,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
         return results
 
 
-async def shutdown_under_load(server: Server, args: argparse.Namespace) -> list[Check]:
+async def shutdown_under_load(server: SoakedServer, args: argparse.Namespace) -> list[Check]:
     """Load again, with WebSockets held open and slow requests in flight; SIGTERM mid-way."""
     log("shutdown: load, WebSockets held open, slow requests; then SIGTERM")
     stop = asyncio.Event()
@@ -720,7 +720,7 @@ class Settled:
 
 
 @dataclass(slots=True)
-class Server:
+class SoakedServer:
     """The server process under soak, its log, and what it says about itself."""
 
     process: subprocess.Popen[bytes]
@@ -730,7 +730,7 @@ class Server:
     log_path: Path
 
     @classmethod
-    def start(cls, processes: Processes, work: Path, ss_interval_s: float) -> Server:
+    def start(cls, processes: Processes, work: Path, ss_interval_s: float) -> SoakedServer:
         port, toy, tls, metrics = (free_port() for _ in range(4))
         log_path = work / "events.jsonl"
         process = processes.start(
