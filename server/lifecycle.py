@@ -70,6 +70,7 @@ class Server:
         self.real_tls_port: int | None = None
         self.tls_identities: dict[str, ServerIdentity] = {}
         self.sampler: SocketSampler | None = None  # the kernel's view (ss), when asked for
+        self._hurry = asyncio.Event()
 
     async def start(self) -> None:
         config = self.config
@@ -196,6 +197,10 @@ class Server:
             self.served -= admission == "serve"
             self.refusing -= admission == "refuse"
 
+    def hurry(self) -> None:
+        """Stop waiting for open connections to finish: shutdown cancels them now."""
+        self._hurry.set()
+
     async def shutdown(self, timeout_s: float | None = None) -> None:
         """Stop accepting, let connections finish within `timeout_s`, then cancel the rest."""
         if self._listener is None:
@@ -212,11 +217,17 @@ class Server:
         tasks = list(self._handlers)
         cancelled = 0
         if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+            # Until every connection has finished, the timeout, or hurry() (a second signal).
+            finished = asyncio.gather(*tasks, return_exceptions=True)
+            hurried = asyncio.ensure_future(self._hurry.wait())
+            either: list[asyncio.Future[Any]] = [finished, hurried]
+            await asyncio.wait(either, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+            hurried.cancel()
+            pending = [task for task in tasks if not task.done()]
             for task in pending:
                 task.cancel()
             cancelled = len(pending)
-            await asyncio.gather(*pending, return_exceptions=True)
+            await finished  # (return_exceptions: the cancelled ones end it without raising)
         await self._listener.wait_closed()
         self._listener = None
         if self.sampler is not None:
@@ -249,20 +260,29 @@ class Server:
 async def serve_until_signalled(
     server: Server, on_ready: Callable[[Server], None] | None = None
 ) -> None:
-    """Run until SIGINT or SIGTERM, then shut down gracefully."""
+    """Run until SIGINT or SIGTERM, then shut down gracefully; a second signal during the
+    shutdown cancels what is still open at once (and the log is still written whole)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            server.hurry()
+        stop.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal)
     try:
         await server.start()
         if on_ready is not None:
             on_ready(server)
         await stop.wait()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(signum)
-        await server.shutdown()
+        try:
+            await server.shutdown()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
 
 
 FILE_RESERVE: Final = 64  # listeners, the log, the metrics endpoint, ss's pipes, certificates

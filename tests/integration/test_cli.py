@@ -199,6 +199,32 @@ async def test_sigterm_lets_the_request_in_flight_finish() -> None:
     assert code == 0
 
 
+async def test_a_second_signal_cuts_the_drain_short_and_the_log_is_whole(tmp_path: Path) -> None:
+    log = tmp_path / "events.jsonl"
+    async with server_process(
+        "--log-format", "json", "--log-file", str(log), "--shutdown-timeout", "30"
+    ) as server:  # fmt: skip
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /delay?ms=10000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        server.process.send_signal(signal.SIGTERM)  # drain: up to 30 s for that request
+        await asyncio.sleep(0.3)
+        assert server.process.returncode is None
+        server.process.send_signal(signal.SIGINT)  # Ctrl-C again: now
+        async with asyncio.timeout(5):
+            code = await server.process.wait()
+        elapsed = loop.time() - started
+        writer.close()
+    assert code == 0
+    assert elapsed < 3
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    (completed,) = [r for r in records if r["event"] == "app.shutdown.completed"]
+    assert completed["cancelled"] == 1
+
+
 async def test_shutdown_timeout_bounds_the_exit() -> None:
     async with server_process("--log-format", "off", "--shutdown-timeout", "0.3") as server:
         _reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
